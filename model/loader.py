@@ -1,0 +1,116 @@
+"""Load a model and its tokenizer from an HF folder or a GGUF file; export to an HF folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ember.model.config import LlamaConfig
+from ember.model.errors import ConfigError, WeightsError
+from ember.model.llama import Llama
+from ember.model.rope import inverse_frequencies
+from ember.model.tokenizer import Tokenizer
+from ember.model.weights.safetensors import SINGLE, load_safetensors, save_safetensors
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    model: Llama
+    tokenizer: Tokenizer
+    source: Path
+    load_seconds: float
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not supported; allowed: auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def build_model(config: LlamaConfig, state: dict[str, torch.Tensor], source: str | Path,
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Llama:
+    """A `Llama` holding `state` (HF names). Missing, unexpected or mis-shaped tensors raise `WeightsError`."""
+    with torch.device("meta"):
+        model = Llama(config)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        expected.pop("lm_head.weight")
+        state = {k: v for k, v in state.items() if k != "lm_head.weight"}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing:
+        raise WeightsError(source, f"missing tensor(s): {', '.join(missing[:5])}"
+                                   + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    if unexpected:
+        raise WeightsError(source, f"unexpected tensor(s) for this config: {', '.join(unexpected[:5])}")
+    for k, shape in expected.items():
+        if tuple(state[k].shape) != shape:
+            raise WeightsError(source, f"tensor {k!r} has shape {tuple(state[k].shape)}, the config implies {shape}")
+    state = {k: v.to(device=device, dtype=dtype) for k, v in state.items()}
+    model.load_state_dict(state, strict=not config.tie_word_embeddings, assign=True)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.inv_freq = inverse_frequencies(config).to(device)
+    return model.eval()
+
+
+def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> LoadedModel:
+    """From an HF folder (config.json, *.safetensors, tokenizer.json) or a `.gguf` file."""
+    path = Path(path)
+    t0 = time.perf_counter()
+    torch_dtype = resolve_dtype(dtype, device)
+    if path.is_file() and path.suffix == ".gguf":
+        from ember.model.weights.gguf import load_gguf
+
+        config, state, tokenizer = load_gguf(path)
+    elif path.is_dir():
+        config = LlamaConfig.load(path)
+        state = load_safetensors(path)
+        tokenizer = Tokenizer.load(path)
+    elif not path.exists():
+        raise WeightsError(path, "no such file or folder")
+    else:
+        raise WeightsError(path, "not a model: expected an HF folder or a .gguf file")
+    model = build_model(config, state, path, torch_dtype, device)
+    return LoadedModel(model, tokenizer, path, time.perf_counter() - t0)
+
+
+def export_hf(model: Llama, tokenizer: Tokenizer, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write an HF Llama folder that `transformers` and vLLM load as-is. Atomic: built beside, then renamed."""
+    folder = Path(folder)
+    dtype = dtype or model.dtype
+    dtype_name = next(k for k, v in DTYPES.items() if v == dtype)
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = model.config
+    state = {k: v.detach().to("cpu", dtype) for k, v in model.state_dict().items()}
+    if config.tie_word_embeddings:
+        state.pop("lm_head.weight", None)
+    save_safetensors(state, tmp / SINGLE)
+    config.save(tmp, dtype=dtype_name)
+    tokenizer.save(tmp)
+    generation = {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
+                  "pad_token_id": config.pad_token_id}
+    (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n", encoding="utf-8")
+    if folder.exists():
+        old = folder.with_name(folder.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+        os.replace(tmp, folder)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, folder)
+    return folder

@@ -1,0 +1,1 @@
+"""Weight formats: GGUF and HF safetensors in, an HF Llama folder out."""

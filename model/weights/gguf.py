@@ -1,0 +1,235 @@
+"""Read a llama.cpp GGUF file: config from metadata, dequantized tensors under HF names, tokenizer.
+
+llama.cpp's converter permutes the rows of Q and K for its interleaved rotary layout; we undo that so the
+weights run under HF's rotate-half RoPE. Every problem with the file is reported as a `WeightsError`
+naming the file, never as a traceback from inside the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as Backend
+
+from ember.model.config import LlamaConfig, RopeScaling
+from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
+from ember.model.tokenizer import Tokenizer
+from ember.model.weights.dequant import GGML_TYPES, dequantize
+
+log = logging.getLogger(__name__)
+
+# GGUF tensor name (after "blk.N.") -> HF name (after "model.layers.N.")
+LAYER_NAMES = {
+    "attn_norm.weight": "input_layernorm.weight",
+    "ffn_norm.weight": "post_attention_layernorm.weight",
+    "attn_q.weight": "self_attn.q_proj.weight", "attn_q.bias": "self_attn.q_proj.bias",
+    "attn_k.weight": "self_attn.k_proj.weight", "attn_k.bias": "self_attn.k_proj.bias",
+    "attn_v.weight": "self_attn.v_proj.weight", "attn_v.bias": "self_attn.v_proj.bias",
+    "attn_output.weight": "self_attn.o_proj.weight", "attn_output.bias": "self_attn.o_proj.bias",
+    "ffn_gate.weight": "mlp.gate_proj.weight", "ffn_gate.bias": "mlp.gate_proj.bias",
+    "ffn_up.weight": "mlp.up_proj.weight", "ffn_up.bias": "mlp.up_proj.bias",
+    "ffn_down.weight": "mlp.down_proj.weight", "ffn_down.bias": "mlp.down_proj.bias",
+}
+GLOBAL_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
+
+# tokenizer.ggml.pre -> the split regex its merges were learned with (llama.cpp's llama-vocab.cpp)
+GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+DIGIT_SPLIT_PRES = {"smollm", "starcoder", "refact", "codeshell", "falcon"}  # single digits, then GPT-2
+LLAMA3_PRES = {"llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx"}
+
+
+class GGUFFile:
+    """An open GGUF file: metadata as plain Python values, tensors by GGUF name."""
+
+    def __init__(self, path: str | Path) -> None:
+        from gguf import GGUFReader  # imported here: the reader pulls in numpy memmaps, only needed now
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise WeightsError(self.path, "file not found")
+        with open(self.path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"GGUF":
+            raise WeightsError(self.path, f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
+        try:
+            self.reader = GGUFReader(self.path)
+        except (ValueError, IndexError, OSError, KeyError, UnicodeDecodeError, OverflowError) as e:
+            raise WeightsError(self.path, f"corrupt or truncated GGUF ({type(e).__name__}: {e})",
+                               hint="Download the file again; its size or header does not match.") from e
+        self.tensors = {t.name: t for t in self.reader.tensors}
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        field = self.reader.fields.get(key)
+        if field is None:
+            return default
+        try:
+            return field.contents()
+        except Exception as e:  # a malformed field; the reader has no error type of its own
+            raise WeightsError(self.path, f"cannot read metadata key {key!r} ({e})") from e
+
+    def require(self, key: str) -> Any:
+        value = self.meta(key)
+        if value is None:
+            raise WeightsError(self.path, f"metadata key {key!r} is missing")
+        return value
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Dequantized fp32 tensor in HF's (out, in) orientation."""
+        t = self.tensors.get(name)
+        if t is None:
+            raise WeightsError(self.path, f"tensor {name!r} is missing")
+        type_id = int(t.tensor_type)
+        if type_id not in GGML_TYPES:
+            raise UnsupportedModelError(
+                f"{self.path}: tensor {name!r} uses ggml type {t.tensor_type.name}, which Ember cannot dequantize",
+                hint="Supported: " + ", ".join(v[0] for v in GGML_TYPES.values()),
+            )
+        shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # GGUF lists dims innermost first
+        raw = torch.from_numpy(np.array(t.data).view(np.uint8))  # a copy: the reader's memmap is read-only
+        name_, block_elems, block_bytes = GGML_TYPES[type_id]
+        expected = int(np.prod(shape)) // block_elems * block_bytes
+        if raw.numel() != expected or int(np.prod(shape)) % block_elems:
+            raise WeightsError(self.path, f"tensor {name!r} ({name_}, shape {shape}) has {raw.numel()} bytes, "
+                                          f"expected {expected}")
+        return dequantize(raw, name_, shape)
+
+
+def config_from_gguf(g: GGUFFile) -> LlamaConfig:
+    arch = g.require("general.architecture")
+    if arch != "llama":
+        raise UnsupportedModelError(f"{g.path}: architecture {arch!r} is not supported",
+                                    hint="Ember runs Llama-architecture GGUF files (general.architecture = llama).")
+    if "rope_freqs.weight" in g.tensors:
+        raise UnsupportedModelError(f"{g.path}: per-dimension rope factors (Llama 3.1 style) are not read from GGUF",
+                                    hint="Use the model's HF safetensors folder instead.")
+    heads = int(g.require("llama.attention.head_count"))
+    hidden = int(g.require("llama.embedding_length"))
+    tokens = g.meta("tokenizer.ggml.tokens") or []
+    scaling = None
+    if g.meta("llama.rope.scaling.type") == "linear":
+        scaling = RopeScaling("linear", factor=float(g.require("llama.rope.scaling.factor")))
+    return LlamaConfig(
+        vocab_size=int(g.meta("llama.vocab_size", len(tokens))),
+        hidden_size=hidden,
+        intermediate_size=int(g.require("llama.feed_forward_length")),
+        num_hidden_layers=int(g.require("llama.block_count")),
+        num_attention_heads=heads,
+        num_key_value_heads=int(g.meta("llama.attention.head_count_kv", heads)),
+        head_dim=int(g.meta("llama.attention.key_length", g.meta("llama.rope.dimension_count", hidden // heads))),
+        max_position_embeddings=int(g.meta("llama.context_length", 2048)),
+        rms_norm_eps=float(g.meta("llama.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(g.meta("llama.rope.freq_base", 10000.0)),
+        rope_scaling=scaling,
+        tie_word_embeddings="output.weight" not in g.tensors,
+        attention_bias="blk.0.attn_q.bias" in g.tensors,
+        mlp_bias="blk.0.ffn_up.bias" in g.tensors,
+        bos_token_id=g.meta("tokenizer.ggml.bos_token_id"),
+        eos_token_id=g.meta("tokenizer.ggml.eos_token_id"),
+        pad_token_id=g.meta("tokenizer.ggml.padding_token_id"),
+    )
+
+
+def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's `permute`: rows (nh, hd/2, 2) back to HF's (nh, 2, hd/2)."""
+    rows = w.shape[0]
+    return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+def state_dict_from_gguf(g: GGUFFile, config: LlamaConfig) -> dict[str, torch.Tensor]:
+    """HF-named fp32 state dict. Names the file lacks raise; names we do not know are reported."""
+    out: dict[str, torch.Tensor] = {}
+    for gname in g.tensors:
+        if gname in GLOBAL_NAMES:
+            hf = GLOBAL_NAMES[gname]
+        elif gname.startswith("blk."):
+            _, idx, rest = gname.split(".", 2)
+            if rest not in LAYER_NAMES:
+                raise UnsupportedModelError(f"{g.path}: unexpected tensor {gname!r} for a Llama model")
+            hf = f"model.layers.{idx}.{LAYER_NAMES[rest]}"
+        else:
+            raise UnsupportedModelError(f"{g.path}: unexpected tensor {gname!r} for a Llama model")
+        w = g.tensor(gname)
+        if rest_is(gname, "attn_q"):
+            w = unpermute_qk(w, config.num_attention_heads)
+        elif rest_is(gname, "attn_k"):
+            w = unpermute_qk(w, config.n_kv_heads)
+        out[hf] = w
+    return out
+
+
+def rest_is(gname: str, kind: str) -> bool:
+    return gname.startswith("blk.") and gname.split(".")[2] == kind
+
+
+def tokenizer_from_gguf(g: GGUFFile) -> Tokenizer:
+    """A byte-level BPE `Tokenizer` from `tokenizer.ggml.*` metadata (llama.cpp's `gpt2` model)."""
+    kind = g.meta("tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise UnsupportedModelError(
+            f"{g.path}: tokenizer model {kind!r} is not supported from GGUF (only byte-level BPE, 'gpt2')",
+            hint="Use the model's HF folder (tokenizer.json) instead.",
+        )
+    tokens: list[str] = g.require("tokenizer.ggml.tokens")
+    merges: list[str] = g.require("tokenizer.ggml.merges")
+    types: list[int] = g.meta("tokenizer.ggml.token_type") or [1] * len(tokens)
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    try:
+        bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False)
+    except Exception as e:
+        raise WeightsError(g.path, f"tokenizer vocabulary and merges do not agree ({e})") from e
+    backend = Backend(bpe)
+    pre = g.meta("tokenizer.ggml.pre", "default")
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in DIGIT_SPLIT_PRES:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    elif pre in LLAMA3_PRES:
+        backend.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ])
+    else:
+        if pre not in ("default", "gpt2", "gpt-2"):
+            log.warning("%s: unknown pre-tokenizer %r; splitting like GPT-2", g.path, pre)
+        backend.pre_tokenizer = byte_level
+    backend.decoder = decoders.ByteLevel()
+    # llama.cpp token types: 3 = control (special), 4 = user-defined (matched whole, not special)
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t, ty in zip(tokens, types, strict=False) if ty == 3])
+    backend.add_tokens([AddedToken(t, special=False, normalized=False)
+                        for t, ty in zip(tokens, types, strict=False) if ty == 4])
+
+    def tok(key: str) -> str | None:
+        i = g.meta(f"tokenizer.ggml.{key}")
+        return tokens[i] if i is not None and 0 <= i < len(tokens) else None
+
+    return Tokenizer(
+        backend=backend,
+        chat_template=g.meta("tokenizer.chat_template"),
+        special={"bos_token": tok("bos_token_id"), "eos_token": tok("eos_token_id"),
+                 "unk_token": tok("unknown_token_id"), "pad_token": tok("padding_token_id")},
+        add_bos_token=bool(g.meta("tokenizer.ggml.add_bos_token", False)),
+        add_eos_token=bool(g.meta("tokenizer.ggml.add_eos_token", False)),
+        model_max_length=int(g.meta("llama.context_length", 8192)),
+    )
+
+
+def load_gguf(path: str | Path) -> tuple[LlamaConfig, dict[str, torch.Tensor], Tokenizer]:
+    g = GGUFFile(path)
+    try:
+        config = config_from_gguf(g)
+        return config, state_dict_from_gguf(g, config), tokenizer_from_gguf(g)
+    except EmberError:
+        raise
+    except (ValueError, RuntimeError, IndexError, TypeError) as e:  # e.g. reshape of a mis-sized tensor
+        raise WeightsError(g.path, f"inconsistent GGUF contents ({type(e).__name__}: {e})") from e

@@ -1,0 +1,65 @@
+"""The `ember` command. `main` turns every `EmberError` into a clean message and exit code."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ember.model.errors import EmberError
+from ember.platform.cli import generate, models
+from ember.platform.errors import report
+from ember.platform.settings import load_settings
+
+app = typer.Typer(
+    name="ember",
+    help="Ember: a self-hosted LLM stack — our own Llama engine, retrieval, agents and evals.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models.app, name="models")
+app.command()(generate.generate)
+app.command()(generate.chat)
+
+
+def ember_version() -> str:
+    try:
+        return version("ember")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ember {ember_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         data_dir: Annotated[Path | None, typer.Option(help="data directory (default ./.ember; EMBER_DATA_DIR)")] = None,
+         device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (EMBER_DEVICE)")] = None,
+         dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16 (EMBER_DTYPE)")] = None,
+         version_: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="print the version and exit")] = False) -> None:
+    """Settings come from ember.toml (or EMBER_CONFIG), then EMBER_* variables, then these options."""
+    ctx.obj = load_settings(data_dir=data_dir, device=device, dtype=dtype)
+
+
+def main() -> None:
+    try:
+        app()
+    except EmberError as e:
+        raise SystemExit(report(e)) from None
+    except ValueError as e:  # argument values our dataclass configs reject
+        from ember.platform.errors import err_console
+
+        err_console.print(f"[bold red]Error:[/] {e}", markup=True)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

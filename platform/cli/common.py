@@ -1,0 +1,67 @@
+"""What every command needs: settings, resolving a model name, and loading it with a spinner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ember.model.errors import ModelNotFoundError
+from ember.platform.settings import Settings, load_settings
+
+console = Console(highlight=False)
+
+
+def settings_from(ctx: typer.Context) -> Settings:
+    obj = ctx.find_root().obj
+    if obj is None:
+        obj = load_settings()
+        ctx.find_root().obj = obj
+    assert isinstance(obj, Settings)
+    return obj
+
+
+def resolve_model(settings: Settings, name: str | None) -> Path:
+    """A registry name, a folder under the data dir's models/, or a path to an HF folder or .gguf file."""
+    from ember.model.registry import REGISTRY, is_pulled
+
+    name = name or settings.model
+    local = settings.models_dir / name
+    if local.is_dir() and (local / "config.json").is_file():
+        return local
+    if name in REGISTRY:
+        reason = "is not complete" if local.exists() and not is_pulled(settings.models_dir, name) else "is not pulled"
+        raise ModelNotFoundError(f"model {name!r} {reason}", hint=f"Run `ember models pull {name}` first.")
+    path = Path(name).expanduser()
+    if path.exists():
+        return path
+    raise ModelNotFoundError(f"no model named {name!r} (not in the registry, not in {settings.models_dir}, "
+                             f"not a path)", hint="See `ember models list`.")
+
+
+def device_for(settings: Settings) -> str:
+    import torch
+
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    else:
+        torch.set_num_threads(os.cpu_count() or 1)
+    if settings.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        from ember.model.errors import ConfigError
+
+        raise ConfigError("device='cuda' but no CUDA device is available",
+                          hint="Set EMBER_DEVICE=cpu (or device = \"cpu\" in ember.toml).")
+    return settings.device
+
+
+def load_model(settings: Settings, name: str | None):  # -> LoadedModel
+    from ember.model.loader import load
+
+    path = resolve_model(settings, name)
+    device = device_for(settings)
+    with console.status(f"Loading {path} on {device}…", spinner="dots"):
+        return load(path, dtype=settings.dtype, device=device)
