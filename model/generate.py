@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
-
 from ember.model.kv_cache import StaticKVCache
 from ember.model.llama import Llama
 from ember.model.tokenizer import Tokenizer

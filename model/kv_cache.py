@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import torch
-
 from ember.model.config import LlamaConfig
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from ember.model.config import LlamaConfig
 from ember.model.kv_cache import KVCache
 from ember.model.rope import apply_rope, inverse_frequencies, rope_cos_sin
+from torch import nn
 
 
 class RMSNorm(nn.Module):

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from ember.model.errors import ConfigError
 from pydantic import Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -18,8 +19,6 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
-
-from ember.model.errors import ConfigError
 
 CONFIG_ENV = "EMBER_CONFIG"
 

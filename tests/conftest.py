@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from ember.model.registry import REGISTRY, is_pulled, pull
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,13 +13,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
-from tokenizers import Tokenizer as Backend
-
 from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
 from ember.model.tokenizer import Tokenizer
 from ember.model.weights.dequant import GGML_TYPES, dequantize
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as Backend
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +184,8 @@ def tokenizer_from_gguf(g: GGUFFile) -> Tokenizer:
     types: list[int] = g.meta("tokenizer.ggml.token_type") or [1] * len(tokens)
     vocab = {tok: i for i, tok in enumerate(tokens)}
     try:
-        bpe = models.BPE(vocab=vocab, merges=[tuple(m.split(" ", 1)) for m in merges], fuse_unk=False)
+        pairs = [(a, b) for a, _, b in (m.partition(" ") for m in merges)]
+        bpe = models.BPE(vocab=vocab, merges=pairs, fuse_unk=False)
     except Exception as e:
         raise WeightsError(g.path, f"tokenizer vocabulary and merges do not agree ({e})") from e
     backend = Backend(bpe)

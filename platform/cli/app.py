@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
 from ember.model.errors import EmberError
 from ember.platform.cli import generate, models
 from ember.platform.errors import report
@@ -40,7 +39,8 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(ctx: typer.Context,
-         data_dir: Annotated[Path | None, typer.Option(help="data directory (default ./.ember; EMBER_DATA_DIR)")] = None,
+         data_dir: Annotated[Path | None,
+                             typer.Option(help="data directory (default ./.ember; EMBER_DATA_DIR)")] = None,
          device: Annotated[str | None, typer.Option(help="auto, cpu or cuda (EMBER_DEVICE)")] = None,
          dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16 (EMBER_DTYPE)")] = None,
          version_: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,

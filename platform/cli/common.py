@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 import typer
-from rich.console import Console
-
 from ember.model.errors import ModelNotFoundError
 from ember.platform.settings import Settings, load_settings
+from rich.console import Console
 
 console = Console(highlight=False)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.kv_cache import StaticKVCache
 from ember.model.loader import build_model

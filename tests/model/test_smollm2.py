@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from ember.model.generate import GenerationConfig, generate
 from ember.model.loader import LoadedModel, export_hf, load
 
@@ -46,7 +45,7 @@ def reference(smollm2_gguf: Path) -> tuple:
 
 def test_logits_match(ours: LoadedModel, reference: tuple) -> None:
     model, tok = reference
-    for prompt in PROMPTS + [tok.apply_chat_template(CONVERSATIONS[1], tokenize=False)]:
+    for prompt in [*PROMPTS, tok.apply_chat_template(CONVERSATIONS[1], tokenize=False)]:
         ids = torch.tensor([tok(prompt)["input_ids"]])
         with torch.no_grad():
             diff = (ours.model(ids) - model(ids).logits).abs().max().item()
