@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from ember.model.registry import REGISTRY, is_pulled, pull
+from ember.model.registry import REGISTRY, fetch_gguf, is_pulled, pull
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / ".ember"
@@ -21,8 +21,6 @@ def smollm2_folder() -> Path:
 
 
 @pytest.fixture(scope="session")
-def smollm2_gguf(smollm2_folder: Path) -> Path:
-    """The verified original GGUF (SmolLM2-135M-Instruct, Q4_1) kept by `ember models pull`."""
-    path = DATA_DIR / "downloads" / REGISTRY["smollm2"].filename
-    assert path.is_file(), f"{path} is missing: run `ember models pull smollm2 --force`"
-    return path
+def smollm2_gguf() -> Path:
+    """The verified original GGUF (SmolLM2-135M-Instruct, Q4_1) that `ember models pull` keeps."""
+    return fetch_gguf(REGISTRY["smollm2"], DATA_DIR / "downloads")
