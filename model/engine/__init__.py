@@ -1,0 +1,1 @@
+"""Our inference engine: paged KV cache, continuous batching, prefix caching (nano-vllm style)."""
