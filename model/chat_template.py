@@ -13,9 +13,10 @@ from functools import lru_cache
 from typing import Any
 
 import jinja2
-from ember.model.errors import EmberError
 from jinja2.ext import loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ember.model.errors import EmberError
 
 Message = dict[str, Any]
 

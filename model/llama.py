@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from ember.model.config import LlamaConfig
 from ember.model.kv_cache import KVCache
 from ember.model.rope import apply_rope, inverse_frequencies, rope_cos_sin
-from torch import nn
 
 
 class RMSNorm(nn.Module):
@@ -47,10 +48,10 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            k, v = cache.update(self.layer, k, v)  # (B, nkv, S, hd)
-        causal = mask is None and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           enable_gqa=self.n_kv != self.n_heads)  # (B, nh, T, hd)
+            y = cache.attend(self.layer, q, k, v, mask)  # the cache stores k, v and attends over its contents
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                               enable_gqa=self.n_kv != self.n_heads)  # (B, nh, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
 
 
@@ -102,19 +103,16 @@ class Llama(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
                 cache: KVCache | None = None, mask: torch.Tensor | None = None,
-                last_only: bool = False) -> torch.Tensor:
-        """Logits (B, T, V), or (B, 1, V) with `last_only`.
+                last_only: bool = False, select: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V); (B, 1, V) with `last_only`; (B, len(select), V) for token indices `select`.
 
         input_ids, positions: (B, T). positions default to `cache.length + arange(T)`.
-        mask: optional (B, 1, T, S) boolean, True = may attend; None = causal over the cache.
+        mask: optional (B, 1, T, S) boolean, True = may attend; None = causal (the cache decides how).
         """
         B, T = input_ids.shape
-        past = cache.length if cache is not None else 0
         if positions is None:
+            past = cache.length if cache is not None else 0
             positions = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
-        if mask is None and past > 0 and T > 1:  # causal, offset by what is already cached
-            q_pos = torch.arange(past, past + T, device=input_ids.device)[:, None]
-            mask = (torch.arange(past + T, device=input_ids.device)[None, :] <= q_pos)[None, None]
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(self.inv_freq, positions, x.dtype)
         for layer in self.model.layers:
@@ -123,6 +121,8 @@ class Llama(nn.Module):
             cache.advance(T)
         if last_only:
             x = x[:, -1:]
+        elif select is not None:
+            x = x[:, select]
         return self.lm_head(self.model.norm(x))  # (B, T, V)
 
     @property

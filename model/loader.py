@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
 from ember.model.config import LlamaConfig
 from ember.model.errors import ConfigError, WeightsError
 from ember.model.llama import Llama

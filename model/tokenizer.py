@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenizers import Tokenizer as Backend
+
 from ember.model.chat_template import Message, render_chat
 from ember.model.errors import WeightsError
-from tokenizers import Tokenizer as Backend
 
 SPECIAL_NAMES = ("bos_token", "eos_token", "unk_token", "pad_token")
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from ember.model.errors import EmberError
 from rich.console import Console
 from rich.markup import escape
+
+from ember.model.errors import EmberError
 
 err_console = Console(stderr=True, highlight=False)
 

@@ -11,8 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from ember.model.errors import ConfigError
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,7 +19,32 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ember.model.errors import ConfigError
+
 CONFIG_ENV = "EMBER_CONFIG"
+
+
+class EngineSettings(BaseModel):
+    """Our engine (backend = "ember"): `[engine]` in ember.toml, EMBER_ENGINE__* in the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    kv_cache_mb: int = Field(1024, ge=16, description="memory budget of the paged KV cache")
+    block_size: int = Field(16, ge=1, le=256, description="tokens per KV block")
+    max_num_seqs: int = Field(64, ge=1, description="sequences decoded together")
+    max_num_batched_tokens: int = Field(4096, ge=16, description="tokens computed per step")
+    max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
+    prefix_caching: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
+    truncate_prompt: bool = Field(False, description="keep the end of too-long prompts instead of refusing")
+
+
+class OpenAISettings(BaseModel):
+    """An OpenAI-compatible server (backend = "openai"): `[openai]`, EMBER_OPENAI__*."""
+
+    model_config = ConfigDict(extra="forbid")
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="the server's /v1 URL")
+    model: str | None = Field(None, description="model name on the server; default: settings.model")
+    api_key: str | None = Field(None, description="bearer token, if the server wants one")
+    timeout_s: float = Field(600.0, gt=0, description="per-request timeout")
 
 
 class Settings(BaseSettings):
@@ -33,6 +57,9 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on CUDA")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch; default = all cores")
+    backend: Literal["ember", "vllm", "openai"] = Field("ember", description="what runs the model")
+    engine: EngineSettings = EngineSettings()
+    openai: OpenAISettings = OpenAISettings()
 
     @property
     def models_dir(self) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from ember.model.registry import REGISTRY, fetch_gguf, is_pulled, pull
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as Backend
+
 from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
 from ember.model.tokenizer import Tokenizer
 from ember.model.weights.dequant import GGML_TYPES, dequantize
-from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
-from tokenizers import Tokenizer as Backend
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 import torch
-from ember.model.errors import WeightsError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from ember.model.errors import WeightsError
 
 SINGLE = "model.safetensors"
 INDEX = "model.safetensors.index.json"

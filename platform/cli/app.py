@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from ember.model.errors import EmberError
-from ember.platform.cli import generate, models
+from ember.platform.cli import bench, generate, models
 from ember.platform.errors import report
 from ember.platform.settings import load_settings
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(bench.app, name="bench")
 app.command()(generate.generate)
 app.command()(generate.chat)
 

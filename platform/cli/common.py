@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 import typer
+from rich.console import Console
+
 from ember.model.errors import ModelNotFoundError
 from ember.platform.settings import Settings, load_settings
-from rich.console import Console
 
 console = Console(highlight=False)
 
@@ -55,12 +56,3 @@ def device_for(settings: Settings) -> str:
         raise ConfigError("device='cuda' but no CUDA device is available",
                           hint="Set EMBER_DEVICE=cpu (or device = \"cpu\" in ember.toml).")
     return settings.device
-
-
-def load_model(settings: Settings, name: str | None):  # -> LoadedModel
-    from ember.model.loader import load
-
-    path = resolve_model(settings, name)
-    device = device_for(settings)
-    with console.status(f"Loading {path} on {device}…", spinner="dots"):
-        return load(path, dtype=settings.dtype, device=device)

@@ -1,82 +1,120 @@
-"""`ember generate` (one prompt) and `ember chat` (an interactive conversation in the terminal)."""
+"""`ember generate` (one prompt) and `ember chat` (a conversation in the terminal), on any backend."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import sys
+from typing import Annotated, Literal
 
 import typer
-from ember.platform.cli.common import console, load_model, settings_from
+
+from ember.platform.cli.common import console, settings_from
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
 Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
 TopP = Annotated[float, typer.Option("--top-p", min=0.0, max=1.0, help="nucleus sampling mass")]
-Seed = Annotated[int | None, typer.Option(help="random seed for sampling")]
+TopK = Annotated[int, typer.Option("--top-k", min=0, help="sample among the k most likely tokens (0 = off)")]
+MinP = Annotated[float, typer.Option("--min-p", min=0.0, max=1.0, help="drop tokens below min-p x p(top)")]
+RepPenalty = Annotated[float, typer.Option("--repetition-penalty", min=0.01, help=">1 discourages repeats")]
+Presence = Annotated[float, typer.Option("--presence-penalty", min=-2.0, max=2.0, help="OpenAI presence penalty")]
+Frequency = Annotated[float, typer.Option("--frequency-penalty", min=-2.0, max=2.0, help="OpenAI frequency penalty")]
+Stop = Annotated[list[str] | None, typer.Option("--stop", help="stop string (repeatable)")]
+Seed = Annotated[int | None, typer.Option(help="random seed: the same seed gives the same sample")]
 Model = Annotated[str | None, typer.Option("--model", "-m", help="model name or path (default: settings.model)")]
+BackendOpt = Annotated[Literal["ember", "vllm", "openai"] | None,
+                       typer.Option("--backend", "-b", help="ember, vllm or openai (default: settings.backend)")]
+
+
+def _params(max_tokens: int, temperature: float, top_p: float, top_k: int, min_p: float,
+            repetition_penalty: float, presence_penalty: float, frequency_penalty: float,
+            stop: list[str] | None, seed: int | None):  # -> SamplingParams
+    from ember.model.sampling_params import SamplingParams
+
+    return SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0, top_k=top_k,
+                          min_p=min_p, repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                          frequency_penalty=frequency_penalty, stop=stop or [], seed=seed)
+
+
+def _backend(ctx: typer.Context, backend: str | None, model: str | None):
+    from ember.platform.backends import make_backend
+
+    s = settings_from(ctx)
+    if backend:
+        s = s.model_copy(update={"backend": backend})
+    with console.status(f"Starting the {s.backend} backend…", spinner="dots"):
+        return make_backend(s, model)
 
 
 def generate(ctx: typer.Context,
-             prompt: Annotated[str, typer.Argument(help="the prompt text")],
-             chat: Annotated[bool, typer.Option("--chat", help="wrap the prompt in the model's chat template")] = False,
-             max_tokens: MaxTokens = 256, temperature: Temperature = 0.0, top_p: TopP = 1.0,
-             seed: Seed = None, model: Model = None,
-             stats: Annotated[bool, typer.Option(help="print token counts and speed")] = False) -> None:
-    """Generate a continuation of PROMPT (or, with --chat, an assistant reply), streamed to stdout."""
-    from ember.model.generate import GenerationConfig, generate_stream
+             prompt: Annotated[str, typer.Argument(help="the prompt text ('-' reads standard input)")],
+             chat: Annotated[bool, typer.Option("--chat", help="send the prompt as a user chat message")] = False,
+             stream: Annotated[bool, typer.Option("--stream/--no-stream", help="print tokens as they come")] = True,
+             max_tokens: MaxTokens = 256, temperature: Temperature = 0.0, top_p: TopP = 1.0, top_k: TopK = 0,
+             min_p: MinP = 0.0, repetition_penalty: RepPenalty = 1.0, presence_penalty: Presence = 0.0,
+             frequency_penalty: Frequency = 0.0, stop: Stop = None, seed: Seed = None, model: Model = None,
+             backend: BackendOpt = None,
+             stats: Annotated[bool, typer.Option(help="print token counts, time to first token and speed")] = False,
+             ) -> None:
+    """Generate a continuation of PROMPT (with --chat, an assistant reply) and print it."""
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    params = _params(max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
+                     frequency_penalty, stop, seed)
+    b = _backend(ctx, backend, model)
+    try:
+        messages = [{"role": "user", "content": prompt}]
+        if stream:
+            completion = None
+            for d in (b.chat_stream(messages, params) if chat else b.stream(prompt, params)):
+                print(d.text, end="", flush=True)
+                completion = d.completion or completion
+            print()
+        else:
+            completion = b.chat(messages, params) if chat else b.generate([prompt], params)[0]
+            print(completion.text)
+        if stats and completion is not None:
+            t = completion.timings
+            console.print(f"[dim]{completion.prompt_tokens} prompt tokens, {completion.completion_tokens} generated "
+                          f"({completion.finish_reason}); first token {t.first_token_s * 1000:.0f} ms, "
+                          f"{completion.decode_tokens_per_s:.1f} tok/s decode, {t.total_s:.2f} s total[/]")
+    finally:
+        b.close()
 
-    s = settings_from(ctx)
-    cfg = GenerationConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0, seed=seed)
-    lm = load_model(s, model)
-    text = lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
-    ids = lm.tokenizer.encode(text, add_special_tokens=not chat)
-    import time
 
-    t0 = time.perf_counter()
-    n = 0
-    for _, piece in generate_stream(lm.model, lm.tokenizer, ids, cfg):
-        n += 1
-        print(piece, end="", flush=True)
-    print()
-    if stats:
-        dt = time.perf_counter() - t0
-        console.print(f"[dim]{len(ids)} prompt tokens, {n} generated in {dt:.2f}s ({n / dt:.1f} tok/s); "
-                      f"model loaded in {lm.load_seconds:.1f}s[/]")
-
-
-def chat(ctx: typer.Context, model: Model = None, max_tokens: MaxTokens = 512,
+def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, max_tokens: MaxTokens = 512,
          temperature: Temperature = 0.0, top_p: TopP = 1.0, seed: Seed = None,
          system: Annotated[str | None, typer.Option(help="system prompt")] = None) -> None:
     """Chat with a model in the terminal. Type /reset to start over, /exit (or Ctrl-D) to leave."""
-    from ember.model.generate import GenerationConfig, generate_stream
-
-    s = settings_from(ctx)
-    cfg = GenerationConfig(max_tokens=max_tokens, temperature=temperature, top_p=top_p or 1.0, seed=seed)
-    lm = load_model(s, model)
-    console.print(f"[bold]Ember chat[/] · {lm.source} · loaded in {lm.load_seconds:.1f}s. "
-                  "[dim]/reset clears the history, /exit quits.[/]")
+    params = _params(max_tokens, temperature, top_p, 0, 0.0, 1.0, 0.0, 0.0, None, seed)
+    b = _backend(ctx, backend, model)
+    console.print(f"[bold]Ember chat[/] · {b.name} backend. [dim]/reset clears the history, /exit quits.[/]")
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
-    while True:
-        try:
-            user = console.input("[bold cyan]you>[/] ").strip()
-        except (EOFError, KeyboardInterrupt):
-            console.print()
-            return
-        if user in ("/exit", "/quit"):
-            return
-        if user == "/reset":
-            history = history[:1] if system else []
-            console.print("[dim]history cleared[/]")
-            continue
-        if not user:
-            continue
-        history.append({"role": "user", "content": user})
-        ids = lm.tokenizer.encode(lm.tokenizer.apply_chat_template(history), add_special_tokens=False)
-        console.print("[bold green]ember>[/] ", end="")
-        reply = ""
-        try:
-            for _, piece in generate_stream(lm.model, lm.tokenizer, ids, cfg):
-                reply += piece
-                print(piece, end="", flush=True)
-        except KeyboardInterrupt:
-            console.print(" [dim](stopped)[/]")
-        print()
-        history.append({"role": "assistant", "content": reply})
+    try:
+        while True:
+            try:
+                user = console.input("[bold cyan]you>[/] ").strip()
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                return
+            if user in ("/exit", "/quit"):
+                return
+            if user == "/reset":
+                history = history[:1] if system else []
+                console.print("[dim]history cleared[/]")
+                continue
+            if not user:
+                continue
+            history.append({"role": "user", "content": user})
+            console.print("[bold green]ember>[/] ", end="")
+            reply = ""
+            stream = b.chat_stream(history, params)
+            try:
+                for d in stream:
+                    reply += d.text
+                    print(d.text, end="", flush=True)
+            except KeyboardInterrupt:
+                stream.close()  # cancels the request and frees its KV blocks
+                console.print(" [dim](stopped)[/]")
+            print()
+            history.append({"role": "assistant", "content": reply})
+    finally:
+        b.close()

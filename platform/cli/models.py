@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from ember.platform.cli.common import console, device_for, resolve_model, settings_from
 from rich.table import Table
+
+from ember.platform.cli.common import console, device_for, resolve_model, settings_from
 
 app = typer.Typer(help="List, pull, inspect and export models.", no_args_is_help=True)
 

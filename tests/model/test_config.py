@@ -5,6 +5,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+
 from ember.model.config import PRESETS, LlamaConfig, RopeScaling
 from ember.model.errors import ConfigError, UnsupportedModelError, WeightsError
 

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ember.model.generate import GenerationConfig, generate
+from ember.model.engine.llm_engine import EngineConfig, LLMEngine
 from ember.model.loader import build_model, load
+from ember.model.sampling_params import SamplingParams
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -44,9 +45,11 @@ def test_smollm2_bf16_cuda_matches_transformers(smollm2_gguf: Path) -> None:
     diff = (a - b).abs().max().item()
     print(f"smollm2 bf16 cuda: max |logit diff| {diff:.3f} (logit scale {b.abs().max().item():.1f})")
     assert diff < 0.02 * b.abs().max().item()
-    got = generate(ours.model, ours.tokenizer, ids, GenerationConfig(max_tokens=32, ignore_eos=True))
+    engine = LLMEngine(ours.model, ours.tokenizer, EngineConfig(kv_cache_bytes=256 << 20))
+    [got] = engine.generate([ids], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))
     ref.generation_config.eos_token_id = None
-    expected = ref.generate(x, max_new_tokens=32, do_sample=False)[0, len(ids):].tolist()
+    out = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=32, do_sample=False)
+    expected = out[0, len(ids):].tolist()
     same = next((i for i, (p, q) in enumerate(zip(got.token_ids, expected, strict=True)) if p != q), 32)
     print(f"smollm2 bf16 cuda: greedy tokens identical for {same}/32; ours: {got.text!r}")
     assert "Paris" in ours.tokenizer.decode(got.token_ids)

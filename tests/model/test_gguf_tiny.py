@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType as Q
+from gguf.quants import dequantize as gguf_dequantize
+
 from ember.model.errors import UnsupportedModelError, WeightsError
 from ember.model.loader import load
 from ember.model.weights.dequant import dequantize
-from gguf import GGMLQuantizationType as Q
-from gguf.quants import dequantize as gguf_dequantize
 
 KINDS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q6_K]
 BLOCK = {Q.Q8_0: (32, 34), Q.Q4_0: (32, 18), Q.Q4_1: (32, 20), Q.Q4_K: (256, 144), Q.Q6_K: (256, 210)}

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+from tokenizers import Tokenizer as Backend
+from tokenizers.models import WordLevel
+
 from ember.model.config import LlamaConfig, RopeScaling
-from ember.model.kv_cache import StaticKVCache
+from ember.model.engine.llm_engine import EngineConfig, LLMEngine
+from ember.model.llama import Llama
 from ember.model.loader import build_model
+from ember.model.sampling_params import SamplingParams
+from ember.model.tokenizer import Tokenizer
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,7 +35,7 @@ def tiny(**kw: object) -> LlamaConfig:
     return LlamaConfig(**(base | kw))
 
 
-def pair(config: LlamaConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+def pair(config: LlamaConfig) -> tuple[Any, Llama]:
     torch.manual_seed(0)
     ref = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config.to_hf())).eval()
     with torch.no_grad():  # HF zero-inits biases and ones-inits norms: randomise so they are tested
@@ -46,24 +54,19 @@ def test_logits_match_transformers(case: str) -> None:
     assert diff < 1e-4, f"{case}: max |logit diff| {diff:.2e}"
 
 
-@pytest.mark.parametrize("case", ["gqa-tied", "mqa-untied"])
-def test_kv_cache_steps_equal_one_pass(case: str) -> None:
+@pytest.mark.parametrize("case", ["mha-untied", "gqa-tied", "mqa-untied", "gqa-llama3-rope", "biases-headdim"])
+def test_paged_engine_greedy_matches_transformers(case: str) -> None:
+    """Prefill and decode through the paged KV cache (blocks of 4) agree with HF's own generate."""
     ref, ours = pair(tiny(**CASES[case]))
-    ids = torch.randint(0, 160, (2, 40), generator=torch.Generator().manual_seed(2))
-    cache = StaticKVCache(ours.config, 2, 64, torch.float32, "cpu")
-    with torch.no_grad():
-        full = ref(ids).logits
-        steps = [ours(ids[:, :17], cache=cache), ours(ids[:, 17:30], cache=cache)]
-        steps += [ours(ids[:, t:t + 1], cache=cache) for t in range(30, 40)]
-    assert cache.length == 40
-    assert (torch.cat(steps, 1) - full).abs().max().item() < 1e-4
-
-
-def test_cache_overflow_is_refused() -> None:
-    _, ours = pair(tiny())
-    cache = StaticKVCache(ours.config, 1, 8, torch.float32, "cpu")
-    with pytest.raises(ValueError, match="KV cache full"):
-        ours(torch.zeros(1, 9, dtype=torch.long), cache=cache)
+    prompts = [torch.randint(0, 160, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (5, 23, 40)]
+    tok = Tokenizer(Backend(WordLevel({str(i): i for i in range(160)}, unk_token="0")))
+    engine = LLMEngine(ours, tok, EngineConfig(kv_cache_bytes=1 << 20, block_size=4))
+    got = engine.generate(prompts, SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))
+    ref.generation_config.eos_token_id = None
+    for p, g in zip(prompts, got, strict=True):
+        x = torch.tensor([p])
+        expected = ref.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=12, do_sample=False)
+        assert g.token_ids == expected[0, len(p):].tolist()
 
 
 def test_parameter_count_matches() -> None:

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from ember.model.generate import GenerationConfig, generate
+
+from ember.model.engine.llm_engine import EngineConfig, LLMEngine
 from ember.model.loader import LoadedModel, export_hf, load
+from ember.model.sampling_params import SamplingParams
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.smollm2
@@ -61,7 +63,8 @@ def test_greedy_32_tokens_identical(ours: LoadedModel, reference: tuple) -> None
             expected = model.generate(torch.tensor([ids]), max_new_tokens=32, do_sample=False)
         finally:
             model.generation_config.eos_token_id = saved
-        got = generate(ours.model, ours.tokenizer, ids, GenerationConfig(max_tokens=32, ignore_eos=True))
+        engine = LLMEngine(ours.model, ours.tokenizer, EngineConfig(kv_cache_bytes=64 << 20))
+        [got] = engine.generate([ids], SamplingParams(temperature=0, max_tokens=32, ignore_eos=True))
         assert len(got.token_ids) == 32
         assert got.token_ids == expected[0, len(ids):].tolist()
 
@@ -99,8 +102,10 @@ def test_export_loads_in_transformers(ours: LoadedModel, tmp_path: Path) -> None
 
 
 def test_pulled_folder_answers(smollm2_folder: Path) -> None:
-    lm = load(smollm2_folder)
-    prompt = lm.tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}])
-    out = generate(lm.model, lm.tokenizer, lm.tokenizer.encode(prompt), GenerationConfig(max_tokens=24))
+    from ember.model.backends.ember import EmberBackend
+
+    with EmberBackend.from_path(smollm2_folder, config=EngineConfig(kv_cache_bytes=64 << 20)) as backend:
+        out = backend.chat([{"role": "user", "content": "What is the capital of France?"}],
+                           SamplingParams(temperature=0, max_tokens=24))
     assert "Paris" in out.text
     assert out.finish_reason == "stop"

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from ember.model.errors import ConfigError
 from ember.platform.settings import load_settings
 

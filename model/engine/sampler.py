@@ -1,0 +1,68 @@
+"""Turn a step's logits into next tokens, each sequence under its own `SamplingParams`.
+
+Order, as in vLLM: penalties (repetition over prompt and output; presence and frequency over the output),
+temperature, top-k, top-p, min-p, then a draw from the sequence's own generator when it has a seed.
+Greedy rows take the argmax of the penalised logits. Logprobs are of the model's raw distribution.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ember.model.backends.base import TokenLogprob
+from ember.model.engine.sequence import Sequence
+from ember.model.sampling_params import SamplingParams
+
+
+def apply_penalties(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
+    p = seq.params
+    if p.repetition_penalty != 1:
+        seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long, device=logits.device)
+        vals = logits[seen]
+        logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+    if (p.presence_penalty or p.frequency_penalty) and seq.num_output_tokens:
+        out = torch.tensor(seq.output_ids, dtype=torch.long, device=logits.device)
+        counts = torch.bincount(out, minlength=logits.numel()).to(logits.dtype)
+        logits -= counts * p.frequency_penalty + (counts > 0).to(logits.dtype) * p.presence_penalty
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """Temperature-scaled logits with top-k, top-p and min-p applied (excluded tokens at -inf)."""
+    logits = logits / p.temperature
+    if p.top_k and p.top_k < logits.numel():
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        probs = sorted_logits.softmax(-1)
+        drop = probs.cumsum(-1) - probs > p.top_p  # keep the smallest prefix whose mass reaches top_p
+        logits = logits.index_fill(0, order[drop], float("-inf"))
+    if p.min_p > 0:
+        probs = logits.softmax(-1)
+        logits = logits.masked_fill(probs < p.min_p * probs.max(), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
+    """logits: (B, V) fp32, one row per sequence, in order. Returns one token id per sequence."""
+    if all(s.params.greedy and not s.params.penalized for s in seqs):
+        return logits.argmax(-1).tolist()
+    tokens = []
+    for row, seq in zip(logits, seqs, strict=True):
+        p = seq.params
+        row = apply_penalties(row.clone(), seq) if p.penalized else row
+        if p.greedy:
+            tokens.append(int(row.argmax()))
+            continue
+        probs = filter_logits(row, p).softmax(-1)
+        tokens.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
+    return tokens
+
+
+def logprobs_of(row: torch.Tensor, token: int, n: int, decode: object) -> TokenLogprob:
+    lp = row.float().log_softmax(-1)
+    top = torch.topk(lp, n) if n else None
+    alts = {} if top is None else {int(i): float(v) for v, i in zip(top.values, top.indices, strict=True)}
+    text = decode([token]) if callable(decode) else ""
+    return TokenLogprob(token_id=token, token=str(text), logprob=float(lp[token]), top=alts)
