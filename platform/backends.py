@@ -33,4 +33,4 @@ def make_backend(settings: Settings, model: str | None = None) -> Backend:
     from ember.model.backends.ember import EmberBackend
 
     return EmberBackend.from_path(path, dtype=settings.dtype, device=device_for(settings),
-                                  config=engine_config(settings))
+                                  config=engine_config(settings), quantization=settings.engine.quantization)

@@ -35,6 +35,7 @@ class EngineSettings(BaseModel):
     max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
     prefix_caching: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
     truncate_prompt: bool = Field(False, description="keep the end of too-long prompts instead of refusing")
+    quantization: Literal["none", "int8"] = Field("none", description="int8 = weight-only int8 linear layers")
 
 
 class OpenAISettings(BaseModel):
@@ -87,7 +88,12 @@ def config_path() -> Path:
 def describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "(root)"
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown setting (allowed: {', '.join(Settings.model_fields)})"
+        model: type[BaseModel] = Settings
+        for part in error["loc"][:-1]:  # the section the unknown key sits in
+            annotation = model.model_fields[str(part)].annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+        return f"{key}: unknown setting (allowed: {', '.join(model.model_fields)})"
     allowed = error.get("ctx", {}).get("expected")
     suffix = f"; allowed: {allowed}" if allowed and str(allowed) not in error["msg"] else ""
     return f"{key}={error.get('input')!r}: {error['msg']}{suffix}"

@@ -45,10 +45,14 @@ class EmberBackend:
 
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str = "cpu",
-                  config: EngineConfig | None = None) -> EmberBackend:
+                  config: EngineConfig | None = None, quantization: str = "none") -> EmberBackend:
         from ember.model.loader import load
 
         lm = load(path, dtype=dtype, device=device)
+        if quantization == "int8":
+            from ember.model.quantize import quantize_int8
+
+            quantize_int8(lm.model)
         return cls(lm.model, lm.tokenizer, config)
 
     # ---- engine thread -----------------------------------------------------------------------------

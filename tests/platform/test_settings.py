@@ -56,3 +56,18 @@ def test_invalid_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMBER_DTYPE", "fp8")
     with pytest.raises(ConfigError, match="dtype='fp8'"):
         load_settings()
+
+
+def test_nested_engine_and_backend_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ember.toml").write_text('backend = "openai"\n[engine]\nkv_cache_mb = 256\n[openai]\n'
+                                         'base_url = "http://127.0.0.1:9999/v1"\n')
+    s = load_settings()
+    assert s.backend == "openai" and s.engine.kv_cache_mb == 256 and s.openai.base_url.endswith(":9999/v1")
+    monkeypatch.setenv("EMBER_ENGINE__KV_CACHE_MB", "512")
+    assert load_settings().engine.kv_cache_mb == 512
+    monkeypatch.delenv("EMBER_ENGINE__KV_CACHE_MB")
+    (tmp_path / "ember.toml").write_text("[engine]\nkv_cache_mb = 1\nblock_sise = 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    assert "engine.kv_cache_mb=1" in str(e.value) and "greater than or equal to 16" in str(e.value)
+    assert "engine.block_sise: unknown setting (allowed: kv_cache_mb, block_size" in str(e.value)
