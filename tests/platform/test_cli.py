@@ -29,8 +29,11 @@ def test_version_and_help(tmp_path: Path) -> None:
     for cmd in ("list", "pull", "info", "export"):
         assert cmd in models_help
     gen_help = run("generate", "--help", cwd=tmp_path).stdout
-    for opt in ("--chat", "--max-tokens", "--temperature", "--model"):
-        assert opt in gen_help
+    for opt in ("--chat", "--stream", "--max-tokens", "--temperature", "--top-p", "--top-k", "--min-p",
+                "--repetition-penalty", "--presence-penalty", "--frequency-penalty", "--stop", "--seed",
+                "--backend", "--model"):
+        assert opt in gen_help, opt
+    assert "requests" in run("bench", "generate", "--help", cwd=tmp_path).stdout
 
 
 def test_invalid_config_is_a_clean_error(tmp_path: Path) -> None:
@@ -78,6 +81,12 @@ def test_pull_from_file_info_generate_export(tmp_path: Path, smollm2_gguf: Path)
     answer = run("generate", "--chat", "What is the capital of France?", "--max-tokens", "20",
                  cwd=tmp_path, env=env)
     assert answer.returncode == 0 and "Paris" in answer.stdout
+    plain = run("generate", "The capital of France is", "--no-stream", "--stop", ".", "--stats", "-n", "30",
+                cwd=tmp_path, env=env)
+    assert plain.returncode == 0 and "Paris" in plain.stdout and "." not in plain.stdout.splitlines()[0]
+    assert "(stop)" in plain.stdout
+    too_long = run("generate", "word " * 9000, "-n", "4", cwd=tmp_path, env=env)
+    assert too_long.returncode == 1 and "context is" in too_long.stderr and "Traceback" not in too_long.stderr
     chat = run("chat", cwd=tmp_path, env=env, stdin="What is the capital of France?\n/exit\n")
     assert chat.returncode == 0 and "Paris" in chat.stdout
     exported = run("models", "export", "smollm2", str(tmp_path / "out"), cwd=tmp_path, env=env)
