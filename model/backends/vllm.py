@@ -63,7 +63,7 @@ class VLLMBackend:
         self._vllm = vllm
         engine_kwargs.setdefault("disable_log_stats", False)  # keeps per-request metrics (timings)
         t0 = time.perf_counter()
-        self.llm = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype,
+        self.llm: Any = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype,
                             tensor_parallel_size=tensor_parallel_size,
                             pipeline_parallel_size=pipeline_parallel_size, **engine_kwargs)
         self.start_seconds = time.perf_counter() - t0
@@ -81,7 +81,7 @@ class VLLMBackend:
         vparams = [self._params(p) for p in per_prompt]
         with self._lock, self._errors():
             t0 = time.perf_counter()
-            outputs = self.llm.generate(inputs, vparams, use_tqdm=False)
+            outputs = self._engine().generate(inputs, vparams, use_tqdm=False)
             elapsed = time.perf_counter() - t0
         return [self._completion(out, sp, elapsed) for out, sp in zip(outputs, per_prompt, strict=True)]
 
@@ -102,8 +102,15 @@ class VLLMBackend:
         return len(self.tokenizer.encode(text, add_special_tokens=False))
 
     def close(self) -> None:
-        """Drops the engine; vLLM stops its worker processes when the `LLM` is garbage-collected."""
-        self.__dict__.pop("llm", None)
+        """Stops vLLM's engine processes now rather than when the `LLM` is garbage-collected."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
+    def _engine(self) -> Any:
+        if self.llm is None:
+            raise BackendError("this VLLMBackend is closed", hint="Build a new VLLMBackend to generate again.")
+        return self.llm
 
     # ---- Ember -> vLLM ----------------------------------------------------------------------------
     def _chat_ids(self, messages: list[Message]) -> list[int]:
@@ -157,7 +164,7 @@ class VLLMBackend:
         return out
 
     def _stream(self, inputs: Any, vparams: Any, params: SamplingParams) -> Iterator[Delta]:
-        engine = self.llm.llm_engine
+        engine = self._engine().llm_engine
         request_id = f"ember-stream-{next(self._stream_ids)}"
         with self._lock, self._errors():
             t0 = time.perf_counter()

@@ -8,6 +8,8 @@ reference (greedy ids, logits) comes from transformers in this environment, on t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -51,9 +53,16 @@ def vllm_results(vllm_python: Path, vllm_env: dict[str, str], smollm2_folder: Pa
     work = tmp_path_factory.mktemp("vllm")
     cases, out = work / "cases.json", work / "out.json"
     cases.write_text(json.dumps(CASES))
-    proc = subprocess.run([str(vllm_python), str(WORKER), str(smollm2_folder), str(cases), str(out)],
-                          env=vllm_env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"vllm worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    proc = subprocess.Popen([str(vllm_python), str(WORKER), str(smollm2_folder), str(cases), str(out)],
+                            env=vllm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        log, _ = proc.communicate(timeout=900)
+    finally:
+        if proc.poll() is None:  # timed out: end the worker and vLLM's engine processes with it
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, f"vllm worker failed:\n{log[-6000:]}"
     results: dict[str, Any] = json.loads(out.read_text())["results"]
     return results
 
