@@ -2,13 +2,13 @@
 
 The JSON line is all that goes to stdout (vLLM's logs go to stderr).
 
-    .venv-vllm/bin/python benchmarks/bench_vllm.py [--model FOLDER] [--dtype float32] [--repeats 3]
+    .venv-vllm/bin/python benchmarks/bench_vllm.py [--model FOLDER] [--dtype float32] [--repeats 3] [--reserved-cpus N]
 
 `bench_generate.py` calls it as a subprocess to set vLLM beside Ember's engine in the same run. The JSON
 keys (times in seconds, rates in tokens per second):
 
     backend, vllm_version, model, dtype       what ran
-    cpus, reserved_cpus                       cores here; VLLM_CPU_NUM_OF_RESERVED_CPU (cores vLLM keeps off compute)
+    cpus, reserved_cpus                       cores here; --reserved-cpus ("auto": vLLM's default)
     start_s                                   building vllm.LLM: engine processes, weights, warm-up
     batch1_prompt_tokens, batch1_new_tokens   workloads.chat_prompt(), NEW_TOKENS greedy tokens, eos ignored
     batch1_ttft_s, batch1_decode_tok_s        best of --repeats after a warm-up; from vLLM's request metrics:
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # workloads.py, when run as a script
 
-from workloads import DEFAULT_FOLDER, NEW_TOKENS, chat_prompt, mixed_prompts  # noqa: E402
+from workloads import DEFAULT_FOLDER, NEW_TOKENS, chat_prompt, mixed_prompts
 
 
 def measure(folder: Path, dtype: str, repeats: int) -> dict[str, object]:
@@ -62,7 +62,7 @@ def measure(folder: Path, dtype: str, repeats: int) -> dict[str, object]:
     backend.close()
     return {
         "backend": "vllm", "vllm_version": vllm.__version__, "model": str(folder), "dtype": dtype,
-        "cpus": os.cpu_count(), "reserved_cpus": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU"),
+        "cpus": os.cpu_count(), "reserved_cpus": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "auto"),
         "start_s": round(start_s, 2),
         "batch1_prompt_tokens": len(chat), "batch1_new_tokens": NEW_TOKENS,
         "batch1_ttft_s": round(best.timings.first_token_s, 4),
@@ -79,11 +79,13 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=DEFAULT_FOLDER)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reserved-cpus", type=int, default=None,
+                    help="cores vLLM keeps off compute for its front end (VLLM_CPU_NUM_OF_RESERVED_CPU); "
+                         "default: vLLM's own choice, one core on a small machine")
     args = ap.parse_args()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB: room for 32 x (512 + 128) tokens, on a CPU
-    # vLLM's CPU build keeps one core for its front end by default (1 compute thread on a 2-core machine);
-    # Ember's engine computes on every core, so by default vLLM does too. Set it to compare its own default.
-    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    if args.reserved_cpus is not None:
+        os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(args.reserved_cpus)
     # vLLM and its worker processes log to stdout: send fd 1 to stderr, keep stdout for the JSON line alone.
     result_out = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)

@@ -5,7 +5,8 @@ alike. Prompts are token-id lists built with our `Tokenizer`; engines take them 
 
 - `chat_prompt()`: batch-1 decode: one chat request (the same conversation as bench_generate.py).
 - `mixed_prompts(n=32, seed=0)`: offline throughput: n prompts of mixed lengths (16..512 tokens), cut
-  from a fixed text at distinct seeded offsets (no shared prefixes); each request then generates NEW_TOKENS tokens with eos ignored.
+  from a fixed text at distinct seeded offsets (no shared prefixes); each request then generates
+  NEW_TOKENS tokens with eos ignored.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ DEFAULT_FOLDER = REPO / ".ember" / "models" / "smollm2"
 NEW_TOKENS = 128
 THROUGHPUT_REQUESTS = 32
 PROMPT_LENGTHS = (16, 512)  # inclusive range of the mixed prompts' lengths, in tokens
-CHAT = [{"role": "user", "content": "Write a short story about a lighthouse keeper who finds a message in a bottle."}]
+CHAT = [{"role": "user",
+         "content": "Write a short story about a lighthouse keeper who finds a message in a bottle."}]
 TEXT = (
     "The lighthouse stood at the end of a long spit of rock, and for forty years its keeper had climbed the "
     "hundred and twelve steps each evening to light the lamp. He kept a log of every ship that passed, the "

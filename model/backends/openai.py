@@ -54,7 +54,8 @@ class OpenAIBackend:
         self.model = model
         self.timeout = timeout
         self.max_concurrency = max_concurrency
-        self.tokenizer = tokenizer if tokenizer is None or isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer)
+        self.tokenizer: Tokenizer | None = (
+            tokenizer if tokenizer is None or isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer))
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers,
                                     timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -220,7 +221,7 @@ class OpenAIBackend:
                                     "or raise timeout=.") from e
         except httpx.HTTPError as e:
             raise BackendError(f"request to {url} failed: {type(e).__name__}: {e}",
-                               hint=f"Check that {self.base_url} is an OpenAI-compatible server and read its log.") from e
+                               hint=f"Check that {self.base_url} is an OpenAI-compatible server; read its log.") from e
 
     def _json(self, response: httpx.Response, url: str) -> dict[str, Any]:
         """The JSON body of a finished response; HTTP errors carry the server's own message."""

@@ -17,6 +17,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ class VLLMBackend:
             return []
         inputs = [self._tokens_prompt(p) for p in prompts]
         vparams = [self._params(p) for p in per_prompt]
-        with self._lock, self._errors():
+        with self._lock, _vllm_errors():
             t0 = time.perf_counter()
             outputs = self._engine().generate(inputs, vparams, use_tqdm=False)
             elapsed = time.perf_counter() - t0
@@ -166,7 +167,7 @@ class VLLMBackend:
     def _stream(self, inputs: Any, vparams: Any, params: SamplingParams) -> Iterator[Delta]:
         engine = self._engine().llm_engine
         request_id = f"ember-stream-{next(self._stream_ids)}"
-        with self._lock, self._errors():
+        with self._lock, _vllm_errors():
             t0 = time.perf_counter()
             engine.add_request(request_id, inputs, vparams)
             done = False
@@ -201,30 +202,24 @@ class VLLMBackend:
                     while engine.has_unfinished_requests():
                         engine.step()
 
-    def _errors(self) -> Any:
-        return _VLLMErrors(self._vllm)
 
 
-class _VLLMErrors:
+@contextmanager
+def _vllm_errors() -> Iterator[None]:
     """vLLM's request-validation errors -> `InvalidRequestError`; its engine failures -> `BackendError`."""
-
-    def __init__(self, vllm: Any) -> None:
-        self.vllm = vllm
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> bool:
-        if error is None or isinstance(error, (EmberError, GeneratorExit)):
-            return False
+    try:
+        yield
+    except EmberError:
+        raise
+    except Exception as e:
         from vllm.exceptions import VLLMClientError, VLLMServerError
 
-        if isinstance(error, (ValueError, VLLMClientError)):
-            raise InvalidRequestError(f"vLLM rejected the request: {error}") from error
-        if isinstance(error, VLLMServerError):
-            raise BackendError(f"the vLLM engine failed: {error}",
-                               hint="Check the log above; the engine may have to be restarted.") from error
-        return False
+        if isinstance(e, (ValueError, VLLMClientError)):
+            raise InvalidRequestError(f"vLLM rejected the request: {e}") from e
+        if isinstance(e, VLLMServerError):
+            raise BackendError(f"the vLLM engine failed: {e}",
+                               hint="Check the log above; the engine may have to be restarted.") from e
+        raise
 
 
 def _timings(metrics: Any, elapsed: float) -> Timings:

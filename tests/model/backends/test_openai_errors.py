@@ -107,7 +107,7 @@ def test_stream_cut_before_the_finish(stub: str) -> None:
 
 
 def test_timeout(stub: str) -> None:
-    with pytest.raises(BackendError, match="did not answer within 0.5 s"):
+    with pytest.raises(BackendError, match=r"did not answer within 0\.5 s"):
         backend(stub, "slow", timeout=0.5).generate(["x"], PARAMS)
 
 

@@ -44,6 +44,8 @@ CASES: list[dict[str, Any]] = [
      "params": {"max_tokens": 1000, "temperature": 0.0, "ignore_eos": True}},
     {"name": "after_close", "op": "generate", "prompts": PROMPTS[:1], "params": GREEDY},
     {"name": "count", "op": "count_tokens", "text": PROMPTS[2]},
+    {"name": "too_long", "op": "generate", "prompts": [[504] * 3000], "params": GREEDY},  # max_model_len is 2048
+    {"name": "after_error", "op": "generate", "prompts": PROMPTS[:1], "params": GREEDY},
 ]
 
 
@@ -156,6 +158,12 @@ def test_closing_a_stream_leaves_the_engine_usable(vllm_results: dict[str, Any])
 
 def test_count_tokens(vllm_results: dict[str, Any], tok: Tokenizer) -> None:
     assert vllm_results["count"] == len(tok.encode(PROMPTS[2], add_special_tokens=False))
+
+
+def test_a_prompt_vllm_rejects_is_an_invalid_request(vllm_results: dict[str, Any]) -> None:
+    assert vllm_results["too_long"]["error"] == "InvalidRequestError"
+    assert "2048" in vllm_results["too_long"]["message"]
+    assert vllm_results["after_error"][0]["token_ids"] == vllm_results["greedy"][0]["token_ids"]
 
 
 def test_without_vllm_the_error_says_how_to_install(smollm2_folder: Path) -> None:

@@ -4,8 +4,9 @@
 
 A case is {"name", "op", ...}; op is generate (prompts, params: one dict or one per prompt), chat
 (messages, params), stream / chat_stream (prompt or messages, params; "take": N closes the iterator
-after N deltas) or count_tokens (text). Completions come back as `dataclasses.asdict` dicts. The engine
-starts once for all cases: that start is the slow part (about a minute on a CPU).
+after N deltas) or count_tokens (text). Completions come back as `dataclasses.asdict` dicts, an
+`EmberError` as {"error": its class name, "message"}. The engine starts once for all cases: that start
+is the slow part (about a minute on a CPU).
 """
 
 from __future__ import annotations
@@ -45,13 +46,17 @@ def run_case(backend: Any, case: dict[str, Any]) -> Any:
 def main() -> None:
     folder, cases_path, out_path = sys.argv[1:4]
     from ember.model.backends.vllm import VLLMBackend
+    from ember.model.errors import EmberError
 
     cases = json.loads(Path(cases_path).read_text())
     t0 = time.perf_counter()
     backend = VLLMBackend(folder, dtype="float32", max_model_len=2048, seed=0)
     result: dict[str, Any] = {"start_seconds": time.perf_counter() - t0, "results": {}}
     for case in cases:
-        result["results"][case["name"]] = run_case(backend, case)
+        try:
+            result["results"][case["name"]] = run_case(backend, case)
+        except EmberError as e:  # what a caller of the backend would see
+            result["results"][case["name"]] = {"error": type(e).__name__, "message": str(e)}
     Path(out_path).write_text(json.dumps(result))
     backend.close()
 
