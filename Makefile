@@ -43,7 +43,7 @@ setup-vllm: $(VSTAMP)
 
 models: setup
 
-run: setup
+run: $(STAMP) $(MODEL)
 	$(EMBER) chat
 
 test: setup

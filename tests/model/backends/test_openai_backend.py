@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from ember.model.backends.base import Delta
 from ember.model.backends.openai import OpenAIBackend
 from ember.model.sampling_params import SamplingParams

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from ember.model.backends.base import BackendError
 from ember.model.backends.openai import OpenAIBackend
 from ember.model.sampling_params import SamplingParams

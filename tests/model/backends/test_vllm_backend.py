@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from ember.model.errors import EmberError
 from ember.model.tokenizer import Tokenizer
 
