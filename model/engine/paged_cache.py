@@ -3,8 +3,9 @@
 Layout per layer: (n_kv, num_blocks, block_size, hd) for keys and for values, head-major so that a
 gathered sequence is contiguous per head (measured 2.4x faster decode attention than block-major).
 A step's tokens arrive flattened as one (1, N) batch (decode tokens first, then each prefill's new
-tokens); `slot_mapping` says where each token's K/V goes. Decode rows are attended together (their KV gathered through a padded block
-table, padding masked); each prefill attends causally over its cached prefix plus its new tokens.
+tokens); `slot_mapping` says where each token's K/V goes. Decode rows are attended together (their KV
+gathered through a padded block table, padding masked); each prefill attends causally over its cached
+prefix plus its new tokens.
 """
 
 from __future__ import annotations
