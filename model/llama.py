@@ -39,13 +39,18 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(c, self.n_kv * self.hd, bias=bias)
         self.v_proj = nn.Linear(c, self.n_kv * self.hd, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.hd, c, bias=bias)
+        self.qkv_proj: nn.Module | None = None  # set by `fuse_projections` (one matmul instead of three)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_heads, self.hd).transpose(1, 2)  # (B, nh, T, hd)
-        k = self.k_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
-        v = self.v_proj(x).view(B, T, self.n_kv, self.hd).transpose(1, 2)
+        if self.qkv_proj is not None:
+            q, k, v = self.qkv_proj(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_heads, self.hd).transpose(1, 2)  # (B, nh, T, hd)
+        k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, nkv, T, hd)
+        v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
             y = cache.attend(self.layer, q, k, v, mask)  # the cache stores k, v and attends over its contents
@@ -62,8 +67,12 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(c, i, bias=bias)
         self.up_proj = nn.Linear(c, i, bias=bias)
         self.down_proj = nn.Linear(i, c, bias=bias)
+        self.gate_up_proj: nn.Module | None = None  # set by `fuse_projections`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            return self.down_proj(F.silu(gate) * up)
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 

@@ -11,6 +11,7 @@ from tokenizers.models import WordLevel
 
 from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.engine.llm_engine import EngineConfig, LLMEngine
+from ember.model.fuse import fuse_projections
 from ember.model.llama import Llama
 from ember.model.loader import build_model
 from ember.model.sampling_params import SamplingParams
@@ -54,10 +55,14 @@ def test_logits_match_transformers(case: str) -> None:
     assert diff < 1e-4, f"{case}: max |logit diff| {diff:.2e}"
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["separate", "fused"])
 @pytest.mark.parametrize("case", ["mha-untied", "gqa-tied", "mqa-untied", "gqa-llama3-rope", "biases-headdim"])
-def test_paged_engine_greedy_matches_transformers(case: str) -> None:
-    """Prefill and decode through the paged KV cache (blocks of 4) agree with HF's own generate."""
+def test_paged_engine_greedy_matches_transformers(case: str, fused: bool) -> None:
+    """Prefill and decode through the paged KV cache (blocks of 4) agree with HF's own generate,
+    with separate or fused (QKV, gate/up) projections."""
     ref, ours = pair(tiny(**CASES[case]))
+    if fused:
+        fuse_projections(ours)
     prompts = [torch.randint(0, 160, (n,), generator=torch.Generator().manual_seed(n)).tolist() for n in (5, 23, 40)]
     tok = Tokenizer(Backend(WordLevel({str(i): i for i in range(160)}, unk_token="0")))
     engine = LLMEngine(ours, tok, EngineConfig(kv_cache_bytes=1 << 20, block_size=4))
