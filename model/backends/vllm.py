@@ -203,7 +203,6 @@ class VLLMBackend:
                         engine.step()
 
 
-
 @contextmanager
 def _vllm_errors() -> Iterator[None]:
     """vLLM's request-validation errors -> `InvalidRequestError`; its engine failures -> `BackendError`."""

@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+<<<<<<< HEAD
 
 from ember.model.backends.base import BackendError
+=======
+from ember.model.backends.base import Backend, BackendError
+>>>>>>> backends
 from ember.model.backends.openai import OpenAIBackend
 from ember.model.sampling_params import SamplingParams
 
@@ -69,6 +73,7 @@ def backend(base: str, model: str, timeout: float = 10) -> OpenAIBackend:
 def test_connection_refused_names_the_url(free_port: int) -> None:
     base = f"http://127.0.0.1:{free_port}"
     b = backend(base + "/v1", "m")
+    assert isinstance(b, Backend)
     calls = [lambda: b.generate(["x", "y"], PARAMS), lambda: list(b.stream("x", PARAMS)),
              lambda: b.chat([{"role": "user", "content": "x"}], PARAMS), lambda: b.count_tokens("x")]
     for call in calls:
