@@ -12,12 +12,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-<<<<<<< HEAD
 
-from ember.model.backends.base import BackendError
-=======
 from ember.model.backends.base import Backend, BackendError
->>>>>>> backends
 from ember.model.backends.openai import OpenAIBackend
 from ember.model.sampling_params import SamplingParams
 
