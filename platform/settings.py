@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ember.model.errors import ConfigError
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +21,33 @@ from pydantic_settings import (
 )
 
 CONFIG_ENV = "EMBER_CONFIG"
+
+
+class RetrievalSettings(BaseModel):
+    """`[retrieval]` in ember.toml, or EMBER_RETRIEVAL__<KEY> (e.g. EMBER_RETRIEVAL__K=10)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: str = Field("all-MiniLM-L6-v2", min_length=1,
+                          description="all-MiniLM-L6-v2, a sentence-transformers folder, or URL#MODEL for an "
+                                      "OpenAI-compatible /v1/embeddings server")
+    embedder_api_key: str | None = Field(None, description="bearer token for an OpenAI-compatible embeddings server")
+    embed_batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass")
+    metric: Literal["cosine", "l2"] = Field("cosine", description="vector similarity of new collections")
+    index: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] = Field(
+        "auto", description="FAISS index kind of new collections; auto = flat under 50k chunks, HNSW above")
+    chunk_size: int = Field(256, ge=8, le=8192, description="chunk size in tokens of the embedder's tokenizer")
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks")
+    mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="default search mode")
+    k: int = Field(5, ge=1, le=1000, description="results per search")
+    max_file_mb: float = Field(50.0, gt=0, description="files larger than this are skipped at ingest")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RetrievalSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size "
+                             f"({self.chunk_size})")
+        return self
 
 
 class Settings(BaseSettings):
@@ -33,6 +60,8 @@ class Settings(BaseSettings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on CUDA")
     threads: int | None = Field(None, ge=1, le=1024, description="CPU threads for torch; default = all cores")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings,  # type: ignore[arg-type]
+                                         description="ingest and search defaults")
 
     @property
     def models_dir(self) -> Path:
@@ -41,6 +70,14 @@ class Settings(BaseSettings):
     @property
     def downloads_dir(self) -> Path:
         return self.data_dir / "downloads"
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "ember.db"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],
@@ -60,7 +97,8 @@ def config_path() -> Path:
 def describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "(root)"
     if error["type"] == "extra_forbidden":
-        return f"{key}: unknown setting (allowed: {', '.join(Settings.model_fields)})"
+        model = RetrievalSettings if len(error["loc"]) > 1 and error["loc"][0] == "retrieval" else Settings
+        return f"{key}: unknown setting (allowed: {', '.join(model.model_fields)})"
     allowed = error.get("ctx", {}).get("expected")
     suffix = f"; allowed: {allowed}" if allowed and str(allowed) not in error["msg"] else ""
     return f"{key}={error.get('input')!r}: {error['msg']}{suffix}"

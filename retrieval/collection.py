@@ -94,11 +94,12 @@ class Collection:
 
     # lifecycle -----------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, data_dir: Path, name: str, embedder: EmbedderInfo, config: CollectionConfig) -> Collection:
+    def create(cls, data_dir: Path, name: str, embedder: EmbedderInfo, config: CollectionConfig,
+               embedder_spec: str | None = None) -> Collection:
         validate_name(name)
         con = store.connect(db_path(data_dir))
         now = time.time()
-        row = store.CollectionRow(name, embedder.model_id, embedder.dim, embedder.normalized, config.metric,
+        row = store.CollectionRow(name, embedder.model_id, embedder_spec or embedder.model_id, embedder.dim, embedder.normalized, config.metric,
                                   config.kind, config.chunk_size, config.chunk_overlap, 0, now, now)
         folder = data_dir / "collections" / name
         with writer_lock(data_dir / "collections", "the collections folder"):
@@ -124,11 +125,12 @@ class Collection:
         return cls(data_dir, row, con)
 
     @classmethod
-    def open_or_create(cls, data_dir: Path, name: str, embedder: EmbedderInfo, config: CollectionConfig) -> Collection:
+    def open_or_create(cls, data_dir: Path, name: str, embedder: EmbedderInfo, config: CollectionConfig,
+                       embedder_spec: str | None = None) -> Collection:
         try:
             return cls.open(data_dir, name)
         except CollectionNotFoundError:
-            return cls.create(data_dir, name, embedder, config)
+            return cls.create(data_dir, name, embedder, config, embedder_spec)
 
     @staticmethod
     def names(data_dir: Path) -> list[store.CollectionRow]:
@@ -168,12 +170,18 @@ class Collection:
     def lock(self) -> AbstractContextManager[None]:
         return writer_lock(self.folder, f"collection {self.name!r}")
 
+    def remove_stale_files(self) -> None:
+        """Temp files and a shadow index a killed writer left (call with `lock()` held)."""
+        for folder in (self.folder, self.folder / "bm25"):
+            remove_stale_temps(folder)
+        (self.folder / "index.next.faiss").unlink(missing_ok=True)
+
     def check_embedder(self, info: EmbedderInfo, action: str) -> None:
         if info != self.embedder:
             raise EmbedderMismatchError(
                 f"cannot {action} collection {self.name!r} with {info.describe()}: its vectors were made with "
                 f"{self.embedder.describe()}",
-                hint=f"Use --embedder {self.row.embedder_id}, or convert the collection with "
+                hint=f"Use --embedder {self.row.embedder_spec}, or convert the collection with "
                      f"`ember collections reembed {self.name} --embedder ...`.")
 
     # indexes -------------------------------------------------------------------------------------------
@@ -202,8 +210,6 @@ class Collection:
         """Load the index files and reconcile them with SQLite (in memory; a writer saves the result)."""
         if self.index is not None and not force:
             return
-        for folder in (self.folder, self.folder / "bm25"):
-            remove_stale_temps(folder)
         self.repairs = []
         alive = store.chunk_ids(self.con, self.name)
         spec = self.index_spec(len(alive))
@@ -276,6 +282,7 @@ class Collection:
                 texts += [c.text for c in d.chunks]
                 vectors += [c.vector for c in d.chunks]
             generation = store.bump_generation(self.con, self.name)
+            self.events("committing")
         self.row = store.get_collection(self.con, self.name) or self.row
         assert self.row.generation == generation
         self.events("committed")

@@ -97,8 +97,10 @@ class SentenceTransformerEmbedder:
         if self._model is None:
             try:
                 from sentence_transformers import SentenceTransformer
+                from transformers.utils import logging as hf_logging
             except ImportError:
                 raise MissingDependencyError("sentence-transformers", "Embedding") from None
+            hf_logging.disable_progress_bar()  # a "Loading weights" bar on every load is noise in a CLI
             try:
                 self._model = SentenceTransformer(str(self.folder), device=self.device, local_files_only=True)
             except (OSError, ValueError) as e:

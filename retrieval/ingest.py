@@ -74,6 +74,7 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
     report = IngestReport()
     start = time.perf_counter()
     with collection.lock():
+        collection.remove_stale_files()
         collection.load_indexes()
         root_source = source_of(root)
         existing = {s: d for s, d in collection.documents().items()

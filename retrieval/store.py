@@ -23,6 +23,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS collections (
     name TEXT PRIMARY KEY,
     embedder_id TEXT NOT NULL,
+    embedder_spec TEXT NOT NULL,
     dim INTEGER NOT NULL,
     normalized INTEGER NOT NULL,
     metric TEXT NOT NULL,
@@ -73,6 +74,7 @@ CREATE TABLE IF NOT EXISTS shadow_vectors (
 class CollectionRow:
     name: str
     embedder_id: str
+    embedder_spec: str  # how to load it again: a name, a folder or URL#MODEL
     dim: int
     normalized: bool
     metric: str
@@ -145,9 +147,10 @@ def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def get_collection(con: sqlite3.Connection, name: str) -> CollectionRow | None:
-    row = con.execute("SELECT name, embedder_id, dim, normalized, metric, kind, chunk_size, chunk_overlap, "
-                      "generation, created_at, updated_at FROM collections WHERE name = ?", (name,)).fetchone()
-    return CollectionRow(*row[:3], bool(row[3]), *row[4:]) if row else None
+    row = con.execute("SELECT name, embedder_id, embedder_spec, dim, normalized, metric, kind, chunk_size, "
+                      "chunk_overlap, generation, created_at, updated_at FROM collections WHERE name = ?",
+                      (name,)).fetchone()
+    return CollectionRow(*row[:4], bool(row[4]), *row[5:]) if row else None
 
 
 def list_collections(con: sqlite3.Connection) -> list[CollectionRow]:
@@ -156,8 +159,8 @@ def list_collections(con: sqlite3.Connection) -> list[CollectionRow]:
 
 
 def insert_collection(con: sqlite3.Connection, row: CollectionRow) -> None:
-    con.execute("INSERT INTO collections VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (row.name, row.embedder_id, row.dim, int(row.normalized), row.metric, row.kind, row.chunk_size,
+    con.execute("INSERT INTO collections VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (row.name, row.embedder_id, row.embedder_spec, row.dim, int(row.normalized), row.metric, row.kind, row.chunk_size,
                  row.chunk_overlap, row.generation, row.created_at, row.updated_at))
 
 

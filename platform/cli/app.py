@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from ember.model.errors import EmberError
-from ember.platform.cli import generate, models
+from ember.platform.cli import collections, generate, ingest, models, search
 from ember.platform.errors import report
 from ember.platform.settings import load_settings
 
@@ -20,8 +20,11 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(models.app, name="models")
+app.add_typer(collections.app, name="collections")
 app.command()(generate.generate)
 app.command()(generate.chat)
+app.command()(ingest.ingest)
+app.command()(search.search)
 
 
 def ember_version() -> str:
