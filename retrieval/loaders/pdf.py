@@ -19,7 +19,7 @@ PAGE_BREAK = "\n\n"
 def load_pdf(path: Path, data: bytes) -> Document:
     try:
         import pypdf
-        from pypdf.errors import PyPdfError
+        from pypdf.errors import DependencyError, PyPdfError
     except ImportError:
         raise MissingDependencyError("pypdf", "Reading PDF") from None
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # it logs every font quirk as a warning
@@ -35,6 +35,9 @@ def load_pdf(path: Path, data: bytes) -> Document:
         meta_title = (reader.metadata or {}).get("/Title")
     except LoaderError:
         raise
+    except DependencyError:
+        raise LoaderError(path, "encrypted PDF (AES) and the cryptography package is missing",
+                          hint="pip install 'pypdf[crypto]'") from None
     except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as e:
         raise LoaderError(path, f"corrupt PDF ({type(e).__name__}: {e})") from None
     if not any(pages):
