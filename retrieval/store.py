@@ -222,7 +222,7 @@ def iter_vectors(con: sqlite3.Connection, collection: str, dim: int, table: str 
 
 def chunk_texts(con: sqlite3.Connection, ids: Sequence[int]) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
-    ids = list(ids)
+    ids = [int(i) for i in ids]
     for i in range(0, len(ids), 900):
         part = ids[i:i + 900]
         out += con.execute(f"SELECT id, text FROM chunks WHERE id IN ({','.join('?' * len(part))})", part).fetchall()

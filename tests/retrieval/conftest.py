@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ember.retrieval import store
+from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import (
     MINILM_ID,
     EmbedderInfo,
@@ -126,3 +128,18 @@ def small_corpus(tmp_path: Path) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(FASTAPI / rel, dest)
     return folder
+
+
+def consistent(col: Collection) -> None:
+    """SQLite, FAISS and BM25 agree on the live chunk ids, and every document's chunks are complete."""
+    col.load_indexes(force=True)
+    assert col.index is not None and col.bm25 is not None
+    alive = np.sort(store.chunk_ids(col.con, col.name))
+    live_index = np.setdiff1d(col.index.ids(), np.fromiter(col.index.deleted, np.int64))
+    assert np.array_equal(np.sort(live_index), alive)
+    assert np.array_equal(np.sort(col.bm25.ids), alive)
+    for doc_id, ords in col.con.execute("SELECT document_id, group_concat(ord) FROM chunks GROUP BY document_id"):
+        assert sorted(int(o) for o in ords.split(",")) == list(range(len(ords.split(","))))
+    orphans = col.con.execute("SELECT count(*) FROM documents d WHERE NOT EXISTS "
+                              "(SELECT 1 FROM chunks c WHERE c.document_id = d.id)").fetchone()[0]
+    assert orphans == 0
