@@ -6,7 +6,7 @@ EMBER  := $(VENV)/bin/ember
 STAMP  := $(VENV)/.installed
 MODEL  := .ember/models/smollm2/config.json
 
-.PHONY: setup models run test lint bench clean
+.PHONY: setup models run test lint bench bench-retrieval clean
 
 setup: $(STAMP) $(MODEL)
 
@@ -32,10 +32,15 @@ test: setup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy model platform tests benchmarks
+	$(VENV)/bin/mypy model platform retrieval tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py
+
+# Retrieval quality on SQuAD (recall@k, MRR) and speed (ingest overhead, latency at 100k/1M, memory).
+bench-retrieval: setup
+	$(PY) benchmarks/bench_retrieval_quality.py
+	$(PY) benchmarks/bench_retrieval.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

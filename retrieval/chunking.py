@@ -10,10 +10,11 @@ spans of the document's text, `text[start:end]`, so an answer can cite exactly w
 from __future__ import annotations
 
 import bisect
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from ember.retrieval.loaders.base import Document
 from ember.retrieval.tokens import TokenCounter
@@ -77,10 +78,10 @@ class Spans:
             first = bisect.bisect_left(self.starts, lo)
             last = bisect.bisect_left(self.starts, hi)
             cuts = [lo, *(self.starts[t] for t in range(first + size, last, size)), hi]
-            return [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+            return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
         cuts = [lo, *(m.end() for m in SEPARATORS[level].finditer(self.text, lo, hi) if lo < m.end() < hi), hi]
         pieces: list[tuple[int, int]] = []
-        for a, b in zip(cuts, cuts[1:], strict=False):
+        for a, b in itertools.pairwise(cuts):
             if b > a:
                 pieces.extend(self.split(a, b, size, level + 1) if self.count(a, b) > size else [(a, b)])
         return pieces
@@ -138,7 +139,7 @@ def markdown_sections(text: str) -> list[tuple[int, int, tuple[str, ...]]]:
         fenced.append((marks[-1], len(text)))
     path: list[tuple[int, str]] = []
     sections: list[tuple[int, int, tuple[str, ...]]] = []
-    last, current = 0, ()
+    last, current = 0, cast(tuple[str, ...], ())
     for m in HEADING.finditer(text):
         if any(a <= m.start() < b for a, b in fenced):
             continue

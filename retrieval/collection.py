@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from ember.retrieval import store
 from ember.retrieval.chunking import ChunkConfig
 from ember.retrieval.embedders import EmbedderInfo
@@ -99,8 +98,9 @@ class Collection:
         validate_name(name)
         con = store.connect(db_path(data_dir))
         now = time.time()
-        row = store.CollectionRow(name, embedder.model_id, embedder_spec or embedder.model_id, embedder.dim, embedder.normalized, config.metric,
-                                  config.kind, config.chunk_size, config.chunk_overlap, 0, now, now)
+        row = store.CollectionRow(name, embedder.model_id, embedder_spec or embedder.model_id, embedder.dim,
+                                  embedder.normalized, config.metric, config.kind, config.chunk_size,
+                                  config.chunk_overlap, 0, now, now)
         folder = data_dir / "collections" / name
         with writer_lock(data_dir / "collections", "the collections folder"):
             try:
@@ -145,10 +145,9 @@ class Collection:
     @staticmethod
     def delete(data_dir: Path, name: str) -> None:
         col = Collection.open(data_dir, name)
-        with writer_lock(col.folder, f"collection {name!r}"):
-            with store.transaction(col.con):
-                col.con.execute("DELETE FROM shadow_vectors WHERE collection = ?", (name,))
-                col.con.execute("DELETE FROM collections WHERE name = ?", (name,))
+        with writer_lock(col.folder, f"collection {name!r}"), store.transaction(col.con):
+            col.con.execute("DELETE FROM shadow_vectors WHERE collection = ?", (name,))
+            col.con.execute("DELETE FROM collections WHERE name = ?", (name,))
         shutil.rmtree(col.folder, ignore_errors=True)
         col.close()
 

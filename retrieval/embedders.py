@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-
 from ember.retrieval.errors import EmbedderError, MissingDependencyError
 from ember.retrieval.tokens import HFTokenCounter, RegexTokenCounter, TokenCounter
 

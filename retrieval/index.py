@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ember.retrieval.errors import MissingDependencyError, VectorIndexError
 from ember.retrieval.fsutil import atomic_write
 
@@ -44,7 +43,7 @@ class IndexSpec:
     kind: str = "flat"
     hnsw_m: int = 32
     ef_construction: int = 80
-    ef_search: int = 64
+    ef_search: int = 128
     nlist: int | None = None  # IVF lists; None = about 4·sqrt(n) at training time
     nprobe: int = 16
     pq_m: int = 48  # IVF-PQ sub-quantizers (bytes per vector at 8 bits); must divide dim
@@ -122,8 +121,9 @@ class VectorIndex:
                 raise VectorIndexError(f"an {self.spec.kind} index needs at least {min_points} vectors to train, "
                                        f"got {len(x)}", hint="Use kind flat or hnsw for small collections.")
             index = self._new_untrained(len(x))
-            sample = x if len(x) <= 256 * index.nlist else x[np.random.default_rng(0).choice(
-                len(x), 256 * index.nlist, replace=False)]
+            # FAISS wants 39..256 points per centroid (and 39 * 256 for PQ codebooks); more only slows k-means
+            cap = max(64 * index.nlist, 10_000)
+            sample = x if len(x) <= cap else x[np.random.default_rng(0).choice(len(x), cap, replace=False)]
             index.train(sample)
             self.index = index
         self.index.add_with_ids(x, ids)

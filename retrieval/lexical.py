@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from ember.retrieval.errors import MissingDependencyError, VectorIndexError
 from ember.retrieval.fsutil import atomic_write_bytes
 
@@ -206,7 +205,7 @@ class BM25Index:
                 "n_docs": self.n_docs, "total_length": self.total_length, "vocab": list(self.vocab)}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(path, buf.getvalue())
 
     @classmethod

@@ -17,13 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
-
 from ember.retrieval import store
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import Embedder
 from ember.retrieval.errors import RetrievalError
 from ember.retrieval.fsutil import fsync_dir
-from ember.retrieval.index import VectorIndex
 
 SHADOW = "index.next.faiss"
 
@@ -67,7 +65,8 @@ def reembed(collection: Collection, embedder: Embedder, embedder_spec: str | Non
         with store.transaction(con):
             n = con.execute("SELECT count(*) FROM shadow_vectors WHERE collection = ?", (name,)).fetchone()[0]
             if n != len(rows):
-                raise RetrievalError(f"re-embed of {name!r} found {n} new vectors for {len(rows)} chunks; nothing changed")
+                raise RetrievalError(f"re-embed of {name!r} found {n} new vectors for {len(rows)} chunks; "
+                                     "nothing changed")
             con.execute("UPDATE chunks SET vector = (SELECT s.vector FROM shadow_vectors s WHERE s.collection = ? "
                         "AND s.chunk_id = chunks.id) WHERE id IN (SELECT chunk_id FROM shadow_vectors "
                         "WHERE collection = ?)", (name, name))

@@ -150,7 +150,10 @@ def get_collection(con: sqlite3.Connection, name: str) -> CollectionRow | None:
     row = con.execute("SELECT name, embedder_id, embedder_spec, dim, normalized, metric, kind, chunk_size, "
                       "chunk_overlap, generation, created_at, updated_at FROM collections WHERE name = ?",
                       (name,)).fetchone()
-    return CollectionRow(*row[:4], bool(row[4]), *row[5:]) if row else None
+    if row is None:
+        return None
+    return CollectionRow(row[0], row[1], row[2], int(row[3]), bool(row[4]), row[5], row[6], int(row[7]), int(row[8]),
+                         int(row[9]), float(row[10]), float(row[11]))
 
 
 def list_collections(con: sqlite3.Connection) -> list[CollectionRow]:
@@ -160,8 +163,8 @@ def list_collections(con: sqlite3.Connection) -> list[CollectionRow]:
 
 def insert_collection(con: sqlite3.Connection, row: CollectionRow) -> None:
     con.execute("INSERT INTO collections VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                (row.name, row.embedder_id, row.embedder_spec, row.dim, int(row.normalized), row.metric, row.kind, row.chunk_size,
-                 row.chunk_overlap, row.generation, row.created_at, row.updated_at))
+                (row.name, row.embedder_id, row.embedder_spec, row.dim, int(row.normalized), row.metric, row.kind,
+                 row.chunk_size, row.chunk_overlap, row.generation, row.created_at, row.updated_at))
 
 
 def bump_generation(con: sqlite3.Connection, name: str) -> int:
@@ -173,7 +176,7 @@ def bump_generation(con: sqlite3.Connection, name: str) -> int:
 def documents(con: sqlite3.Connection, collection: str) -> dict[str, DocumentRow]:
     rows = con.execute("SELECT id, source, title, kind, content_hash, size, pages, tags FROM documents "
                        "WHERE collection = ?", (collection,))
-    return {r[1]: DocumentRow(*r[:7], tuple(json.loads(r[7]))) for r in rows}
+    return {r[1]: DocumentRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], tuple(json.loads(r[7]))) for r in rows}
 
 
 def counts(con: sqlite3.Connection, collection: str) -> tuple[int, int]:
@@ -243,7 +246,7 @@ def get_chunks(con: sqlite3.Connection, ids: Sequence[int]) -> dict[int, ChunkRo
                            "c.headings, d.source, d.title FROM chunks c JOIN documents d ON d.id = c.document_id "
                            f"WHERE c.id IN ({','.join('?' * len(part))})", part)
         for r in rows:
-            out[r[0]] = ChunkRow(*r[:8], tuple(json.loads(r[8])), r[9], r[10])
+            out[r[0]] = ChunkRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], tuple(json.loads(r[8])), r[9], r[10])
     return out
 
 

@@ -32,7 +32,7 @@ def load_pdf(path: Path, data: bytes) -> Document:
         if reader.is_encrypted and reader.decrypt("") == pypdf.PasswordType.NOT_DECRYPTED:
             raise LoaderError(path, "encrypted PDF (needs a password)", hint="Decrypt it first, e.g. qpdf --decrypt.")
         pages = [(page.extract_text() or "").strip() for page in reader.pages]
-        meta_title = (reader.metadata or {}).get("/Title")
+        meta_title = reader.metadata.get("/Title") if reader.metadata else None
     except LoaderError:
         raise
     except DependencyError:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from ember.model.generate import GenerationConfig, generate
 from ember.model.loader import build_model, load
 

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -78,9 +79,9 @@ class EmbeddingsServer:
                 pass
 
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body: dict[str, Any] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                status, payload = 200, None
+                status, payload = 200, cast(dict[str, Any], {})
                 if server.fail_next is not None:
                     status, payload = server.fail_next, {"error": {"message": "overloaded"}}
                     server.fail_next = None
@@ -138,7 +139,7 @@ def consistent(col: Collection) -> None:
     live_index = np.setdiff1d(col.index.ids(), np.fromiter(col.index.deleted, np.int64))
     assert np.array_equal(np.sort(live_index), alive)
     assert np.array_equal(np.sort(col.bm25.ids), alive)
-    for doc_id, ords in col.con.execute("SELECT document_id, group_concat(ord) FROM chunks GROUP BY document_id"):
+    for _doc_id, ords in col.con.execute("SELECT document_id, group_concat(ord) FROM chunks GROUP BY document_id"):
         assert sorted(int(o) for o in ords.split(",")) == list(range(len(ords.split(","))))
     orphans = col.con.execute("SELECT count(*) FROM documents d WHERE NOT EXISTS "
                               "(SELECT 1 FROM chunks c WHERE c.document_id = d.id)").fetchone()[0]

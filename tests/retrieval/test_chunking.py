@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -33,7 +34,7 @@ def test_sizes_spans_overlap_on_real_pdf(counter: HFTokenCounter, size: int, ove
         assert doc.text[c.start:c.end] == c.text and c.text == c.text.strip()
         assert c.tokens == counter.count(c.text) <= size  # in the embedder's own tokens
         assert c.page == doc.page_at(c.start)
-    for a, b in zip(chunks, chunks[1:], strict=False):
+    for a, b in itertools.pairwise(chunks):
         assert a.start < b.start
         shared = max(0, a.end - b.start)
         if overlap == 0:
@@ -41,7 +42,7 @@ def test_sizes_spans_overlap_on_real_pdf(counter: HFTokenCounter, size: int, ove
         else:
             assert counter.count(doc.text[b.start:a.end]) <= overlap if shared else True
     if overlap:
-        assert sum(b.start < a.end for a, b in zip(chunks, chunks[1:], strict=False)) > len(chunks) // 2
+        assert sum(b.start < a.end for a, b in itertools.pairwise(chunks)) > len(chunks) // 2
     assert covered(doc.text, chunks)
     pages = [c.page for c in chunks]
     assert pages == sorted(pages) and set(range(3, 21)) <= set(pages)  # page 2 holds 19 characters
@@ -54,14 +55,15 @@ def test_prefers_paragraph_then_sentence_boundaries(counter: HFTokenCounter) -> 
     assert all(c.text.endswith(".") for c in chunks)  # never cut mid-sentence when sentences fit
     assert [c.text for c in chunks if "\n\n" not in c.text]  # paragraphs kept whole where they fit
     with_overlap = chunk_text(text, counter, ChunkConfig(size=90, overlap=20))
-    for a, b in zip(with_overlap, with_overlap[1:], strict=False):
+    for _a, b in itertools.pairwise(with_overlap):
         assert re.match(r"Sentence \d\.\d", b.text), b.text[:30]  # the overlap starts at a sentence
 
 
 def test_giant_word_and_regex_counter(counter: HFTokenCounter) -> None:
     blob = "x" * 3000 + " tail"
     chunks = chunk_text(blob, counter, ChunkConfig(size=50, overlap=0))
-    assert all(c.tokens <= 50 for c in chunks) and "".join(c.text for c in chunks).replace(" ", "") == blob.replace(" ", "")
+    assert all(c.tokens <= 50 for c in chunks)
+    assert "".join(c.text for c in chunks).replace(" ", "") == blob.replace(" ", "")
     words = chunk_text("alpha, beta gamma! " * 200, RegexTokenCounter(), ChunkConfig(size=30, overlap=5))
     assert all(len(RegexTokenCounter().token_starts(c.text)) <= 30 for c in words)
 

@@ -37,7 +37,8 @@ def test_ingest_reingest_and_search(tmp_path: Path, small_corpus: Path, counting
     assert col.bm25 is not None and col.bm25.builds == bm25_builds  # queries never rebuild BM25
     hit = retriever.search("CORSMiddleware allow_origins", mode="bm25", k=1)[0]
     text = (small_corpus / "cors.md").read_text()
-    assert text[hit.chunk.start:hit.chunk.end] == hit.chunk.text and hit.chunk.headings[0] == "CORS (Cross-Origin Resource Sharing)"
+    assert text[hit.chunk.start:hit.chunk.end] == hit.chunk.text
+    assert hit.chunk.headings[0] == "CORS (Cross-Origin Resource Sharing)"
 
     # filters run inside the searches
     only = retriever.search("parameters", mode="hybrid", k=5, where=SearchFilter(source="*path-params.md"))

@@ -15,7 +15,7 @@ import pytest
 from ember.retrieval.chunking import TokenChunker
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import OpenAIEmbedder
-from ember.retrieval.ingest import IngestOptions, chunk_config, ingest
+from ember.retrieval.ingest import chunk_config, ingest
 from ember.retrieval.loaders import load_file
 
 from .conftest import FASTAPI, SMALL_DOCS, EmbeddingsServer, consistent
@@ -56,7 +56,8 @@ def chunk_texts(col: Collection, doc_id: int) -> list[str]:
     return [r[0] for r in col.con.execute("SELECT text FROM chunks WHERE document_id = ? ORDER BY ord", (doc_id,))]
 
 
-def check_whole_versions(col: Collection, corpus: Path, versions: dict[str, set[str]], embedder: OpenAIEmbedder) -> None:
+def check_whole_versions(col: Collection, corpus: Path, versions: dict[str, set[str]],
+                         embedder: OpenAIEmbedder) -> None:
     """Every document row is exactly one version of its file (old or new), with all of that version's chunks."""
     chunker = TokenChunker(embedder.token_counter(), chunk_config(col, embedder))
     for source, doc in col.documents().items():

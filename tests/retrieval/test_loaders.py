@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pypdf
@@ -82,10 +83,14 @@ def test_bad_files_are_reported_and_the_rest_ingests(tmp_path: Path) -> None:
 
 
 def test_walk_globs(tmp_path: Path) -> None:
-    for rel in ("a.md", "docs/b.md", "docs/deep/c.md", "docs/deep/d.txt", "build/e.md", ".git/f.md", "docs/.hidden.md"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text("x")
-    rel = lambda paths: [p.relative_to(tmp_path).as_posix() for p in paths]
+    for name in ("a.md", "docs/b.md", "docs/deep/c.md", "docs/deep/d.txt", "build/e.md", ".git/f.md",
+                 "docs/.hidden.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+
+    def rel(paths: Iterator[Path]) -> list[str]:
+        return [p.relative_to(tmp_path).as_posix() for p in paths]
+
     assert rel(walk(tmp_path)) == ["a.md", "build/e.md", "docs/b.md", "docs/deep/c.md", "docs/deep/d.txt"]
     assert rel(walk(tmp_path, include=["*.md"], exclude=["build/**"])) == ["a.md", "docs/b.md", "docs/deep/c.md"]
     assert rel(walk(tmp_path, include=["docs/**/*.md"])) == ["docs/b.md", "docs/deep/c.md"]
