@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VSTAMP := $(VVENV)/.installed
 
-.PHONY: setup setup-vllm models run test lint bench clean
+.PHONY: setup setup-vllm models run test lint bench bench-retrieval clean
 
 setup: $(STAMP) $(MODEL) $(VSTAMP)
 
@@ -51,10 +51,15 @@ test: setup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy model platform tests benchmarks
+	$(VENV)/bin/mypy model platform retrieval tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py
+
+# Retrieval quality on SQuAD (recall@k, MRR) and speed (ingest overhead, latency at 100k/1M, memory).
+bench-retrieval: setup
+	$(PY) benchmarks/bench_retrieval_quality.py
+	$(PY) benchmarks/bench_retrieval.py
 
 clean:
 	rm -rf $(VENV) $(VVENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,33 @@ class OpenAISettings(BaseModel):
     timeout_s: float = Field(600.0, gt=0, description="per-request timeout")
 
 
+class RetrievalSettings(BaseModel):
+    """`[retrieval]` in ember.toml, or EMBER_RETRIEVAL__<KEY> (e.g. EMBER_RETRIEVAL__K=10)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: str = Field("all-MiniLM-L6-v2", min_length=1,
+                          description="all-MiniLM-L6-v2, a sentence-transformers folder, or URL#MODEL for an "
+                                      "OpenAI-compatible /v1/embeddings server")
+    embedder_api_key: str | None = Field(None, description="bearer token for an OpenAI-compatible embeddings server")
+    embed_batch_size: int = Field(32, ge=1, le=4096, description="texts per forward pass")
+    metric: Literal["cosine", "l2"] = Field("cosine", description="vector similarity of new collections")
+    index: Literal["auto", "flat", "hnsw", "ivf", "ivfpq"] = Field(
+        "auto", description="FAISS index kind of new collections; auto = flat under 50k chunks, HNSW above")
+    chunk_size: int = Field(256, ge=8, le=8192, description="chunk size in tokens of the embedder's tokenizer")
+    chunk_overlap: int = Field(32, ge=0, description="tokens shared by consecutive chunks")
+    mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="default search mode")
+    k: int = Field(5, ge=1, le=1000, description="results per search")
+    max_file_mb: float = Field(50.0, gt=0, description="files larger than this are skipped at ingest")
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> RetrievalSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size "
+                             f"({self.chunk_size})")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBER_", env_nested_delimiter="__", extra="forbid",
                                       validate_default=True)
@@ -61,6 +88,8 @@ class Settings(BaseSettings):
     backend: Literal["ember", "vllm", "openai"] = Field("ember", description="what runs the model")
     engine: EngineSettings = EngineSettings()
     openai: OpenAISettings = OpenAISettings()
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings,
+                                         description="ingest and search defaults")
 
     @property
     def models_dir(self) -> Path:
@@ -69,6 +98,14 @@ class Settings(BaseSettings):
     @property
     def downloads_dir(self) -> Path:
         return self.data_dir / "downloads"
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "ember.db"
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

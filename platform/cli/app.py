@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ember.model.errors import EmberError
-from ember.platform.cli import bench, generate, models
+from ember.platform.cli import bench, collections, generate, ingest, models, search
 from ember.platform.errors import report
 from ember.platform.settings import load_settings
 
@@ -22,8 +22,11 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
+app.add_typer(collections.app, name="collections")
 app.command()(generate.generate)
 app.command()(generate.chat)
+app.command()(ingest.ingest)
+app.command()(search.search)
 
 
 def ember_version() -> str:
