@@ -34,10 +34,13 @@ SYSTEM_PROMPT = (
     "say that the documents do not say."
 )
 NO_CONTEXT_ANSWER = "I could not find anything about that in the documents, so I cannot answer from them."
-REWRITE_PROMPT = (
-    "Rewrite the user's last question as one standalone question that can be understood without the "
-    "conversation. Reply with the question only."
-)
+REWRITE_PROMPT = "You rewrite follow-up questions into standalone questions. Reply with the rewritten question only."
+REWRITE_EXAMPLES = [
+    ("user: Tell me about Paris.\nassistant: Paris is the capital of France.", "How many people live there?",
+     "How many people live in Paris?"),
+    ("user: What is a paged KV cache?\nassistant: It stores keys and values in fixed-size blocks.",
+     "Why is that useful?", "Why is a paged KV cache useful?"),
+]
 _CITE = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -138,17 +141,29 @@ class RagPipeline:
 
     # ---- steps -------------------------------------------------------------------------------------
     def standalone_query(self, question: str, history: list[Message] | None = None) -> str:
-        """The question itself, or with history a standalone rewrite of it (falls back to the question)."""
+        """The question itself, or with history a standalone query for retrieval.
+
+        The backend rewrites the follow-up (a few-shot prompt, greedy). Small models often answer instead of
+        rewriting, or drop a word, so the query keeps the user's own words: it is the rewrite (or, when the
+        rewrite is not a short question, the previous user message) followed by the question as asked.
+        """
         turns = [m for m in (history or []) if m.get("role") in ("user", "assistant")]
         if not turns or not self.config.rewrite:
             return question
-        convo = "\n".join(f"{m['role']}: {m['content']}" for m in turns[-self.config.history_turns:])
-        messages = [{"role": "system", "content": REWRITE_PROMPT},
-                    {"role": "user", "content": f"Conversation:\n{convo}\n\nLast question: {question}"}]
+        convo = "\n".join(f"{m['role']}: {' '.join(str(m['content']).split())[:500]}"
+                          for m in turns[-self.config.history_turns:])
+        messages: list[Message] = [{"role": "system", "content": REWRITE_PROMPT}]
+        for ex_convo, ex_q, ex_a in REWRITE_EXAMPLES:
+            messages += [{"role": "user", "content": _rewrite_input(ex_convo, ex_q)},
+                         {"role": "assistant", "content": ex_a}]
+        messages.append({"role": "user", "content": _rewrite_input(convo, question)})
         out = self.backend.chat(messages, SamplingParams(max_tokens=self.config.rewrite_max_tokens, temperature=0))
         lines = [ln.strip() for ln in out.text.strip().splitlines() if ln.strip()]
-        rewritten = lines[0].removeprefix("Question:").strip() if lines else ""
-        return rewritten or question
+        rewrite = lines[0] if lines else ""
+        if not (rewrite.endswith("?") and len(rewrite) <= 300) or rewrite.lower() == question.strip().lower():
+            users = [str(m["content"]) for m in turns if m["role"] == "user"]
+            rewrite = " ".join(users[-1].split())[:300] if users else ""
+        return f"{rewrite} {question}".strip()
 
     def retrieve(self, question: str, history: list[Message] | None = None,
                  where: SearchFilter | None = None) -> Retrieved:
@@ -277,6 +292,10 @@ class RagPipeline:
 
     def with_config(self, **changes: object) -> RagPipeline:
         return RagPipeline(self.retriever, self.backend, replace(self.config, **changes))  # type: ignore[arg-type]
+
+
+def _rewrite_input(convo: str, question: str) -> str:
+    return f"Conversation:\n{convo}\nFollow-up question: {question}\nStandalone question:"
 
 
 def citation(n: int, hit: Hit, relevance: float, cited: bool = False) -> Citation:

@@ -124,7 +124,10 @@ def test_follow_up_is_rewritten_with_the_history(retriever: Retriever, backend: 
     history = [{"role": "user", "content": "How do I create an API key for the Ember server?"},
                {"role": "assistant", "content": "Run ember keys create NAME."}]
     query = rag.standalone_query("And how do I revoke it?", history)
-    assert query != "And how do I revoke it?" and query.strip()
+    assert query.endswith("And how do I revoke it?") and "API key" in query  # the rewrite keeps the user's words
+    ans = rag.answer("And how do I revoke it?", history)
+    assert ans.query == query and Path(ans.citations[0].source).name == "server.md"
+    assert ans.messages[1:3] == history  # the conversation goes to the model too
     assert rag.standalone_query("And how do I revoke it?") == "And how do I revoke it?"  # no history: as is
 
 
