@@ -29,7 +29,7 @@ def serve(ctx: typer.Context,
     if changes:
         s = s.model_copy(update={"server": s.server.model_copy(update=changes)})
     db = Database(s.db_path)
-    has_keys = KeyStore(db).any_active()
+    has_keys = KeyStore(db).configured()
     db.close()
     check_bind(s.server.host, has_keys)
     name = model or s.model

@@ -1,7 +1,7 @@
 """The FastAPI app: routes per resource, OpenAI-style errors, API-key auth and request metrics.
 
 Auth and metrics are plain ASGI middleware (not `BaseHTTPMiddleware`, which buffers streams and hides a
-client's disconnect from the route). When at least one active API key exists, every route but /health and
+client's disconnect from the route). Once an API key has been created, every route but /health and
 the UI's static shell needs `Authorization: Bearer KEY`; keys are checked against the database on every
 request, so `ember keys revoke` takes effect at once, even on a running server.
 """
@@ -21,6 +21,7 @@ from ember.platform.server.routes import collections, openai, sessions, system, 
 from ember.platform.server.state import ServerState
 
 OPEN = {"/health", *web.PUBLIC}
+ROUTERS = (system.router, openai.router, collections.router, sessions.router, web.router)
 
 
 class AuthAndMetrics:
@@ -53,7 +54,7 @@ class AuthAndMetrics:
             self.st.metrics.observe(label, scope["method"], status, time.perf_counter() - start)
 
     def check(self, scope: Scope) -> str | None:
-        if not self.st.keys.any_active():
+        if not self.st.keys.configured():
             return None
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         scheme, _, key = header.partition(" ")
@@ -77,16 +78,16 @@ def create_app(st: ServerState) -> FastAPI:
     app = FastAPI(title="Ember", version="0.1.0", docs_url=None, redoc_url=None)
     app.state.ember = st
     errors.install(app)
-    for r in (system.router, openai.router, collections.router, sessions.router, web.router):
+    for r in ROUTERS:
         app.include_router(r)
     app.add_middleware(AuthAndMetrics, st=st)
     return app
 
 
-def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+def api_routes() -> list[tuple[str, str]]:
     """(method, path) of every route that needs a key when keys exist (for tests and docs)."""
-    out: list[tuple[str, str]] = []
-    for r in app.routes:
+    out: list[tuple[str, str]] = [("GET", "/openapi.json")]
+    for r in (route for router in ROUTERS for route in router.routes):
         path: Any = getattr(r, "path", None)
         for m in sorted(getattr(r, "methods", None) or ()):
             if path and path not in OPEN and m != "HEAD" and not path.startswith("/openapi"):

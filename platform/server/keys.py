@@ -1,8 +1,8 @@
 """API keys: random secrets shown once, stored as sha256 hashes, revocable.
 
 A key is `ember-` plus 32 random URL-safe bytes (256 bits), so a plain sha256 is enough to store it: there
-is nothing to brute-force that a slow password hash would protect. When no active key exists the server is
-open, and then it only listens on the loopback address.
+is nothing to brute-force that a slow password hash would protect. Until the first key is created the
+server is open, and then it only listens on the loopback address.
 """
 
 from __future__ import annotations
@@ -78,8 +78,10 @@ class KeyStore:
         if cur.rowcount == 0:
             raise KeyNotFoundError(f"no active key named {name!r}", hint="See `ember keys list`.")
 
-    def any_active(self) -> bool:
-        return bool(self.db.read("SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1"))
+    def configured(self) -> bool:
+        """Keys were ever created. Then every request needs an active one: revoking the last key locks the
+        API (until a new key is made) rather than opening it to anyone."""
+        return bool(self.db.read("SELECT 1 FROM api_keys LIMIT 1"))
 
     def check(self, key: str) -> str:
         """The name of the active key `key`, or `AuthError`."""

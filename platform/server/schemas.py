@@ -49,6 +49,7 @@ class Sampling(Strict):
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     stop: str | list[str] | None = None
     seed: int | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past the end-of-sequence token
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     user: str | None = None
 
@@ -57,7 +58,8 @@ class Sampling(Strict):
         return SamplingParams(max_tokens=self.max_tokens or default_max_tokens, temperature=self.temperature,
                               top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
                               repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty,
-                              frequency_penalty=self.frequency_penalty, stop=stop, seed=self.seed)
+                              frequency_penalty=self.frequency_penalty, stop=stop, seed=self.seed,
+                              ignore_eos=self.ignore_eos)
 
 
 class ChatRequest(Sampling):

@@ -39,7 +39,8 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
             page.evaluate("""() => { window.lengths = []; new MutationObserver(() => {
                 const t = document.querySelector('.msg.assistant .text');
                 if (t) window.lengths.push(t.textContent.length); })
-                .observe(document.getElementById('messages'), {subtree: true, childList: true, characterData: true}); }""")
+                .observe(document.getElementById('messages'),
+                         {subtree: true, childList: true, characterData: true}); }""")
             page.fill("#question", "How do I revoke an API key?")
             page.click("#send")
             page.wait_for_selector(".msg.assistant[data-done=true]", timeout=120_000)
