@@ -1,5 +1,6 @@
 """Run by test_crash.py as a real subprocess: ingest a folder, printing each storage event, and SIGKILL
-itself at the N-th occurrence of a chosen event (or run to the end when the event never comes)."""
+itself at the N-th occurrence of a chosen event (or run to the end when the event never comes; with
+event "random" it then waits for the test's SIGKILL)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def main() -> None:
     col.events = on_event
     ingest(col, embedder, Path(corpus), IngestOptions(batch_chunks=8))
     print("done", flush=True)
+    if event == "random":  # the test's kill may come after the ingest finished: wait for it
+        signal.pause()
 
 
 if __name__ == "__main__":
