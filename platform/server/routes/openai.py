@@ -112,13 +112,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         system = [m for m in messages if m["role"] == "system"]
         messages = [*system, *stored, messages[-1]]
     rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
-    if collection:
-        rag = await run_in_threadpool(st.rag, collection)
-        history = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
-        make: Callable[[], Iterator[Any]] = lambda: rag.stream(question, history, params)
-    else:
-        make = lambda: st.backend.chat_stream(messages, params)
-    slot, items, first = await _start(st, make)
+    rag = await run_in_threadpool(st.rag, collection) if collection else None
+    history = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
     head = {"id": rid, "created": created, "model": req.model}
 
     def finish(text: str, final: Any) -> tuple[dict[str, Any], Completion | None]:
@@ -136,16 +131,16 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
         return extra, completion
 
-    if not req.stream:
+    if not req.stream:  # one call on a worker thread: no per-token hops between threads
+        def run() -> tuple[str, dict[str, Any], Completion | None]:
+            final: RagAnswer | Completion = (rag.answer(question, history, params) if rag is not None
+                                             else st.backend.chat(messages, params))
+            extra, completion = finish(final.text, final)
+            return final.text, extra, completion
+
+        slot = await st.limiter.acquire()
         try:
-            text, final = "", None
-            async for item in _rest(first, items):
-                if isinstance(item, Delta):
-                    text += item.text
-                    final = item.completion or final
-                else:
-                    final = item
-            extra, completion = await run_in_threadpool(finish, text, final)
+            text, extra, completion = await run_in_threadpool(run)
         finally:
             slot.release()
         reason = completion.finish_reason if completion is not None else "stop"
@@ -154,6 +149,11 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                              "finish_reason": "stop" if reason == "cancelled" else reason, "logprobs": None}],
                 "usage": usage(completion.prompt_tokens if completion else 0,
                                completion.completion_tokens if completion else 0), **extra}
+
+    make: Callable[[], Iterator[Any]] = (
+        (lambda: rag.stream(question, history, params)) if rag is not None
+        else (lambda: st.backend.chat_stream(messages, params)))
+    slot, items, first = await _start(st, make)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -200,23 +200,22 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
         raise ApiError(400, "send one prompt per request", param="prompt")
     prompt = prompts[0]
     params = _sampling(req, st)
-    slot, items, first = await _start(st, lambda: st.backend.stream(prompt, params))
     head = {"id": "cmpl-" + uuid.uuid4().hex[:24], "created": int(time.time()), "model": req.model}
     prefix = prompt if req.echo else ""
 
     if not req.stream:
+        slot = await st.limiter.acquire()
         try:
-            text, completion = prefix, None
-            async for d in _rest(first, items):
-                text += d.text
-                completion = d.completion or completion
+            completion = (await run_in_threadpool(st.backend.generate, [prompt], params))[0]
         finally:
             slot.release()
-        assert completion is not None
         st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
         return {**head, "object": "text_completion",
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": completion.finish_reason}],
+                "choices": [{"index": 0, "text": prefix + completion.text, "logprobs": None,
+                             "finish_reason": completion.finish_reason}],
                 "usage": usage(completion.prompt_tokens, completion.completion_tokens)}
+
+    slot, items, first = await _start(st, lambda: st.backend.stream(prompt, params))
 
     async def body() -> AsyncIterator[bytes]:
         chunk = {**head, "object": "text_completion"}
