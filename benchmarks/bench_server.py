@@ -7,8 +7,8 @@ prompt, `max_tokens` greedy tokens with eos ignored, so every request does the s
 - HTTP: `ember serve` in a subprocess with the same engine settings; client threads post non-streaming
   requests with httpx (keep-alive), so JSON, HTTP, the server's queue and worker threads are all counted.
 
-Prints requests/s and p50/p99 latency per level and the HTTP overhead (in-process req/s / HTTP req/s - 1;
-target at 8 clients: <= 10 %). Both sides are loaded at once but run one after the other, alternating level
+Prints requests/s, p50/p99 latency and CPU seconds per request per level, and the HTTP overhead
+(in-process req/s / HTTP req/s - 1; target at 8 clients: <= 10 %), also as extra CPU per request. Both sides are loaded at once but run one after the other, alternating level
 by level for `--rounds` rounds (best of each side kept), so the machine's load drifts alike for both.
 
     python benchmarks/bench_server.py [--quick] [--json out.json]
@@ -42,8 +42,16 @@ def percentile(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
-def drive(clients: int, requests: int, call: Callable[[], None]) -> dict:
-    """`requests` calls spread over `clients` threads; requests/s over the wall time and per-call latency."""
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def drive(clients: int, requests: int, call: Callable[[], None], server_pid: int | None = None) -> dict:
+    """`requests` calls spread over `clients` threads: requests/s over the wall time, per-call latency, and
+    CPU seconds per request (this process, plus the server's when there is one). On a machine shared with
+    other work the wall figures swing with its load; the CPU figures much less."""
     latencies: list[float] = []
     lock = threading.Lock()
     left = [requests]
@@ -60,13 +68,16 @@ def drive(clients: int, requests: int, call: Callable[[], None]) -> dict:
                 latencies.append(time.perf_counter() - t)
 
     threads = [threading.Thread(target=worker) for _ in range(clients)]
+    cpu0 = time.process_time() + (proc_cpu_s(server_pid) if server_pid else 0.0)
     t0 = time.perf_counter()
     for th in threads:
         th.start()
     for th in threads:
         th.join()
     wall = time.perf_counter() - t0
+    cpu = time.process_time() + (proc_cpu_s(server_pid) if server_pid else 0.0) - cpu0
     return {"clients": clients, "requests": requests, "wall_s": wall, "rps": requests / wall,
+            "cpu_s_per_request": cpu / requests,
             "p50_s": statistics.median(latencies), "p99_s": percentile(latencies, 0.99)}
 
 
@@ -152,18 +163,20 @@ def main() -> None:
     http: list[dict] = []
     try:  # alternate the sides level by level, so a change in the machine's load hits both alike
         for c, n in levels:
-            runs = [(drive(c, n, ours.call), drive(c, n, served.call)) for _ in range(args.rounds)]
+            runs = [(drive(c, n, ours.call), drive(c, n, served.call, served.server.pid)) for _ in range(args.rounds)]
             inproc.append(max((a for a, _ in runs), key=lambda r: r["rps"]))
             http.append(max((b for _, b in runs), key=lambda r: r["rps"]))
     finally:
         ours.close()
         served.close()
-    print(f"{'clients':>7} {'requests':>8} | {'in-process req/s':>16} {'p50 s':>6} {'p99 s':>6} | "
-          f"{'HTTP req/s':>10} {'p50 s':>6} {'p99 s':>6} | {'overhead':>8}")
+    print(f"{'clients':>7} {'requests':>8} | {'in-process req/s':>16} {'p50 s':>6} {'p99 s':>6} {'CPU s/req':>9} | "
+          f"{'HTTP req/s':>10} {'p50 s':>6} {'p99 s':>6} {'CPU s/req':>9} | {'overhead':>8} {'CPU overhead':>12}")
     for a, b in zip(inproc, http, strict=True):
         overhead = a["rps"] / b["rps"] - 1
-        print(f"{a['clients']:>7} {a['requests']:>8} | {a['rps']:>16.2f} {a['p50_s']:>6.2f} {a['p99_s']:>6.2f} | "
-              f"{b['rps']:>10.2f} {b['p50_s']:>6.2f} {b['p99_s']:>6.2f} | {overhead:>+8.1%}")
+        cpu_overhead = b["cpu_s_per_request"] / a["cpu_s_per_request"] - 1
+        print(f"{a['clients']:>7} {a['requests']:>8} | {a['rps']:>16.2f} {a['p50_s']:>6.2f} {a['p99_s']:>6.2f} "
+              f"{a['cpu_s_per_request']:>9.3f} | {b['rps']:>10.2f} {b['p50_s']:>6.2f} {b['p99_s']:>6.2f} "
+              f"{b['cpu_s_per_request']:>9.3f} | {overhead:>+8.1%} {cpu_overhead:>+12.1%}")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({"in_process": inproc, "http": http, "tokens": args.tokens}, indent=2))
