@@ -8,8 +8,9 @@ prompt, `max_tokens` greedy tokens with eos ignored, so every request does the s
   requests with httpx (keep-alive), so JSON, HTTP, the server's queue and worker threads are all counted.
 
 Prints requests/s, p50/p99 latency and CPU seconds per request per level, and the HTTP overhead
-(in-process req/s / HTTP req/s - 1; target at 8 clients: <= 10 %), also as extra CPU per request. Both sides are loaded at once but run one after the other, alternating level
-by level for `--rounds` rounds (best of each side kept), so the machine's load drifts alike for both.
+(in-process req/s / HTTP req/s - 1; target at 8 clients: <= 10 %), also as extra CPU per request. Both
+sides are loaded at once but run one after the other, alternating level by level for `--rounds` rounds
+(best of each side kept), so the machine's load drifts alike for both.
 
     python benchmarks/bench_server.py [--quick] [--json out.json]
 """
