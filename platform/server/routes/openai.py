@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -28,7 +29,7 @@ from ember.platform.server.errors import ApiError, error_payload
 from ember.platform.server.limiter import Slot
 from ember.platform.server.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, usage
 from ember.platform.server.state import RAG_PREFIX, ServerState
-from ember.platform.server.streaming import iterate_in_thread
+from ember.platform.server.streaming import ClientGone, iterate_in_thread, run_until_disconnect
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import MINILM_ALIASES
 from ember.retrieval.rag import RagAnswer
@@ -131,16 +132,33 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
         return extra, completion
 
-    if not req.stream:  # one call on a worker thread: no per-token hops between threads
-        def run() -> tuple[str, dict[str, Any], Completion | None]:
-            final: RagAnswer | Completion = (rag.answer(question, history, params) if rag is not None
-                                             else st.backend.chat(messages, params))
-            extra, completion = finish(final.text, final)
-            return final.text, extra, completion
+    if not req.stream:  # one worker call (no per-token hops between threads), cancelled if the client leaves
+        def run(cancel: threading.Event) -> tuple[str, dict[str, Any], Completion | None]:
+            it: Iterator[Any] = (rag.stream(question, history, params) if rag is not None
+                                 else st.backend.chat_stream(messages, params))
+            text, final = "", None
+            try:
+                for item in it:
+                    if cancel.is_set():
+                        raise ClientGone()
+                    if isinstance(item, Delta):
+                        text += item.text
+                        final = item.completion or final
+                    else:
+                        final = item
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()  # on cancel: the engine aborts the request and frees its KV blocks
+            extra, completion = finish(text, final)
+            return text, extra, completion
 
         slot = await st.limiter.acquire()
         try:
-            text, extra, completion = await run_in_threadpool(run)
+            text, extra, completion = await run_until_disconnect(request, run)
+        except ClientGone:
+            st.metrics.cancelled += 1
+            return Response(status_code=499)  # nobody is listening any more
         finally:
             slot.release()
         reason = completion.finish_reason if completion is not None else "stop"
