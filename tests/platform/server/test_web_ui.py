@@ -61,6 +61,14 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
             ARTIFACTS.mkdir(exist_ok=True)
             shutil.copy(shot, ARTIFACTS / "web_ui.png")
             print(f"screenshot: {ARTIFACTS / 'web_ui.png'}")
+            # the conversation list: start a new chat, then reopen the first one with its citations
+            page.click("#passage .close")
+            page.click("#new-chat")
+            assert page.locator(".msg").count() == 0
+            page.click("#sessions li")
+            page.wait_for_selector(".msg.assistant .citation")
+            assert page.inner_text(".msg.user .text") == "How do I revoke an API key?"
+            assert page.inner_text(".msg.assistant .text") == answer
             assert errors == []
         finally:
             browser.close()
