@@ -101,6 +101,11 @@ class InProcess:
     def call(self) -> None:
         self.backend.chat(MESSAGES, self.params)
 
+    def one_token(self) -> None:
+        from ember.model.sampling_params import SamplingParams
+
+        self.backend.chat(MESSAGES, SamplingParams(max_tokens=1, temperature=0))
+
     def close(self) -> None:
         self.backend.close()
 
@@ -143,6 +148,10 @@ class OverHttp:
         r.raise_for_status()
         assert r.json()["usage"]["completion_tokens"] == self.tokens
 
+    def one_token(self) -> None:
+        r = self.local.client.post("/v1/chat/completions", json={**self.body, "max_tokens": 1})
+        r.raise_for_status()
+
     def close(self) -> None:
         self.server.terminate()
         self.server.wait(timeout=30)
@@ -163,6 +172,12 @@ def main() -> None:
     inproc: list[dict] = []
     http: list[dict] = []
     try:  # alternate the sides level by level, so a change in the machine's load hits both alike
+        fixed: dict[str, list[float]] = {"in_process": [], "http": []}
+        for _ in range(30):  # fixed cost per request: 1-token answers (a cached prefill), alternating sides
+            for side, fn in (("in_process", ours.one_token), ("http", served.one_token)):
+                t = time.perf_counter()
+                fn()
+                fixed[side].append(time.perf_counter() - t)
         for c, n in levels:
             runs = [(drive(c, n, ours.call), drive(c, n, served.call, served.server.pid)) for _ in range(args.rounds)]
             inproc.append(max((a for a, _ in runs), key=lambda r: r["rps"]))
@@ -178,9 +193,13 @@ def main() -> None:
         print(f"{a['clients']:>7} {a['requests']:>8} | {a['rps']:>16.2f} {a['p50_s']:>6.2f} {a['p99_s']:>6.2f} "
               f"{a['cpu_s_per_request']:>9.3f} | {b['rps']:>10.2f} {b['p50_s']:>6.2f} {b['p99_s']:>6.2f} "
               f"{b['cpu_s_per_request']:>9.3f} | {overhead:>+8.1%} {cpu_overhead:>+12.1%}")
+    a, b = statistics.median(fixed["in_process"]), statistics.median(fixed["http"])
+    print(f"1-token request, median of 30 (alternating): in process {a * 1000:.1f} ms, HTTP {b * 1000:.1f} ms, "
+          f"fixed HTTP cost {(b - a) * 1000:+.1f} ms per request")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
-        args.json.write_text(json.dumps({"in_process": inproc, "http": http, "tokens": args.tokens}, indent=2))
+        args.json.write_text(json.dumps({"in_process": inproc, "http": http, "tokens": args.tokens,
+                                         "one_token_s": fixed}, indent=2))
 
 
 if __name__ == "__main__":
