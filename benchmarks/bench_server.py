@@ -193,9 +193,9 @@ def main() -> None:
         print(f"{a['clients']:>7} {a['requests']:>8} | {a['rps']:>16.2f} {a['p50_s']:>6.2f} {a['p99_s']:>6.2f} "
               f"{a['cpu_s_per_request']:>9.3f} | {b['rps']:>10.2f} {b['p50_s']:>6.2f} {b['p99_s']:>6.2f} "
               f"{b['cpu_s_per_request']:>9.3f} | {overhead:>+8.1%} {cpu_overhead:>+12.1%}")
-    a, b = statistics.median(fixed["in_process"]), statistics.median(fixed["http"])
-    print(f"1-token request, median of 30 (alternating): in process {a * 1000:.1f} ms, HTTP {b * 1000:.1f} ms, "
-          f"fixed HTTP cost {(b - a) * 1000:+.1f} ms per request")
+    own, web = statistics.median(fixed["in_process"]), statistics.median(fixed["http"])
+    print(f"1-token request, median of 30 (alternating): in process {own * 1000:.1f} ms, HTTP {web * 1000:.1f} ms, "
+          f"fixed HTTP cost {(web - own) * 1000:+.1f} ms per request")
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({"in_process": inproc, "http": http, "tokens": args.tokens,
