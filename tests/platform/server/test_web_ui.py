@@ -72,3 +72,24 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
             assert errors == []
         finally:
             browser.close()
+
+
+def test_page_asks_for_the_api_key_when_keys_are_configured(make_server: ServerFactory) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = make_server()
+    server.state.create_collection("notes").close()
+    key = server.state.keys.create("browser")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")  # the static shell loads without a key; its API calls get 401
+            page.wait_for_selector("#key-box:not([hidden])")
+            assert page.locator("#collection option").count() == 0
+            page.fill("#api-key", key)
+            page.click("#save-key")
+            page.wait_for_selector("#collection option[value=notes]", state="attached")
+            assert page.evaluate("localStorage.getItem('ember-key')") == key
+        finally:
+            browser.close()
