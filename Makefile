@@ -1,4 +1,4 @@
-# Ember — `make run` sets up and chats; `make test` runs the suite. Everything lives in .venv.
+# Ember — `make run` sets up and serves the chat UI on Ember's own docs; `make test` runs the suite. Everything lives in .venv.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +10,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VSTAMP := $(VVENV)/.installed
 
-.PHONY: setup setup-vllm models run test lint bench bench-retrieval clean
+.PHONY: setup setup-vllm models run test lint bench bench-retrieval bench-server clean
 
 setup: $(STAMP) $(MODEL) $(VSTAMP)
 
@@ -43,8 +43,10 @@ setup-vllm: $(VSTAMP)
 
 models: setup
 
+# Ingest the bundled docs/ (incremental: a no-op when unchanged) and serve the UI + API on 127.0.0.1:8000.
 run: $(STAMP) $(MODEL)
-	$(EMBER) chat
+	$(EMBER) ingest docs --collection ember-docs
+	$(EMBER) serve
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -60,6 +62,9 @@ bench: setup
 bench-retrieval: setup
 	$(PY) benchmarks/bench_retrieval_quality.py
 	$(PY) benchmarks/bench_retrieval.py
+
+bench-server: $(STAMP) $(MODEL)
+	$(PY) benchmarks/bench_server.py
 
 clean:
 	rm -rf $(VENV) $(VVENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -66,6 +66,7 @@ class RetrievalSettings(BaseModel):
     mode: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="default search mode")
     k: int = Field(5, ge=1, le=1000, description="results per search")
     max_file_mb: float = Field(50.0, gt=0, description="files larger than this are skipped at ingest")
+    min_score: float = Field(0.2, ge=-1, le=1, description="RAG: least cosine similarity of a passage it uses")
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> RetrievalSettings:
@@ -87,7 +88,6 @@ class ServerSettings(BaseModel):
     max_upload_mb: float = Field(20.0, gt=0, description="largest uploaded file")
     context_window: int | None = Field(None, ge=64, description="RAG prompt + answer tokens; default: the model's")
     max_tokens: int = Field(256, ge=1, description="default answer length when a request gives none")
-    min_score: float = Field(0.2, ge=-1, le=1, description="least cosine similarity of a passage RAG uses")
 
 
 class Settings(BaseSettings):

@@ -82,12 +82,31 @@ def generate(ctx: typer.Context,
 
 def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, max_tokens: MaxTokens = 512,
          temperature: Temperature = 0.0, top_p: TopP = 1.0, seed: Seed = None,
-         system: Annotated[str | None, typer.Option(help="system prompt")] = None) -> None:
-    """Chat with a model in the terminal. Type /reset to start over, /exit (or Ctrl-D) to leave."""
+         system: Annotated[str | None, typer.Option(help="system prompt (plain chat only)")] = None,
+         collection: Annotated[str | None, typer.Option(
+             "--collection", "-c", help="answer from this collection's documents, with citations")] = None,
+         mode: Annotated[str | None, typer.Option(help="with --collection: dense, bm25 or hybrid")] = None,
+         k: Annotated[int | None, typer.Option("-k", help="with --collection: passages to retrieve")] = None,
+         ) -> None:
+    """Chat with a model in the terminal. Type /reset to start over, /exit (or Ctrl-D) to leave.
+
+    With --collection, every answer comes from the collection's documents (retrieved, fitted into the
+    context window, cited); follow-up questions are rewritten with the conversation before searching.
+    """
     params = _params(max_tokens, temperature, top_p, 0, 0.0, 1.0, 0.0, 0.0, None, seed)
+    if collection:  # a missing collection fails before the model loads
+        from ember.retrieval.collection import Collection
+
+        Collection.open(settings_from(ctx).data_dir, collection).close()
     b = _backend(ctx, backend, model)
-    console.print(f"[bold]Ember chat[/] · {b.name} backend. [dim]/reset clears the history, /exit quits.[/]")
-    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
+    try:
+        rag = _rag(ctx, b, collection, mode, k, max_tokens) if collection else None
+    except BaseException:
+        b.close()
+        raise
+    where = f" · collection [bold]{collection}[/]" if collection else ""
+    console.print(f"[bold]Ember chat[/] · {b.name} backend{where}. [dim]/reset clears the history, /exit quits.[/]")
+    history: list[dict[str, str]] = [{"role": "system", "content": system}] if system and not rag else []
     try:
         while True:
             try:
@@ -98,23 +117,60 @@ def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, ma
             if user in ("/exit", "/quit"):
                 return
             if user == "/reset":
-                history = history[:1] if system else []
+                history = history[:1] if system and not rag else []
                 console.print("[dim]history cleared[/]")
                 continue
             if not user:
                 continue
-            history.append({"role": "user", "content": user})
             console.print("[bold green]ember>[/] ", end="")
             reply = ""
-            stream = b.chat_stream(history, params)
+            stream = rag.stream(user, history, params) if rag is not None else b.chat_stream(
+                [*history, {"role": "user", "content": user}], params)
             try:
                 for d in stream:
+                    if hasattr(d, "citations"):  # the RagAnswer that ends a RAG stream
+                        print()
+                        _print_citations(d)
+                        continue
                     reply += d.text
                     print(d.text, end="", flush=True)
             except KeyboardInterrupt:
                 stream.close()  # cancels the request and frees its KV blocks
                 console.print(" [dim](stopped)[/]")
             print()
-            history.append({"role": "assistant", "content": reply})
+            history += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
     finally:
         b.close()
+
+
+def _rag(ctx: typer.Context, backend, collection: str, mode: str | None, k: int | None,
+         max_tokens: int):  # -> RagPipeline
+    from ember.platform.cli.collections import embedder_from
+    from ember.retrieval.collection import Collection
+    from ember.retrieval.rag import RagConfig, RagPipeline
+    from ember.retrieval.retriever import Retriever
+
+    s = settings_from(ctx)
+    col = Collection.open(s.data_dir, collection)
+    embedder = embedder_from(s, col.row.embedder_spec)
+    r = s.retrieval
+    engine = getattr(backend, "engine", None)
+    window = s.server.context_window or getattr(engine, "max_model_len", None) or s.engine.max_model_len or 2048
+    config = RagConfig(mode=mode or r.mode, k=k or r.k, context_window=window,
+                       max_answer_tokens=min(max_tokens, window // 2), min_score=r.min_score)
+    return RagPipeline(Retriever(col, embedder, mode=config.mode, k=config.k), backend, config)
+
+
+def _print_citations(answer) -> None:  # answer: RagAnswer
+    from rich.markup import escape
+
+    from ember.platform.cli.collections import shown_path
+
+    if answer.no_context:
+        console.print("[dim](nothing relevant in the collection)[/]")
+    for c in answer.citations:
+        page = f", page {c.page}" if c.page else ""
+        console.print(f"[dim]  [{c.n}] {escape(shown_path(c.source))} · {escape(c.location)} "
+                      f"(chars {c.start}–{c.end}{page}, similarity {c.relevance:.2f})[/]", soft_wrap=True)
+    if answer.dropped_chunk_ids:
+        console.print(f"[dim]  ({len(answer.dropped_chunk_ids)} more passages did not fit the context window)[/]")

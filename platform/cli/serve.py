@@ -40,10 +40,11 @@ def serve(ctx: typer.Context,
         st.embedder()
     url = f"http://{s.server.host}:{s.server.port}"
     auth = "" if not has_keys else ' -H "Authorization: Bearer $EMBER_API_KEY"'
-    console.print(f"[bold]Ember[/] serving [cyan]{name}[/] at [bold]{url}[/]  (chat UI: {url}/ , API: {url}/v1)")
+    console.print(f"[bold]Ember[/] serving [cyan]{name}[/] at [bold]{url}[/]  (chat UI: {url}/ , API: {url}/v1)",
+                  soft_wrap=True)
     if not has_keys:
         console.print("[yellow]No API keys configured:[/] listening on the loopback address only. "
-                      "Create one with `ember keys create NAME` to require keys.")
+                      "Create one with `ember keys create NAME` to require keys.", soft_wrap=True)
     console.print(f"[dim]Try: curl{auth} {url}/v1/chat/completions -H 'Content-Type: application/json' -d "
                   f"'{{\"model\": \"ember-rag:ember-docs\", \"messages\": [{{\"role\": \"user\", \"content\": "
                   f"\"What is Ember?\"}}]}}'[/]", soft_wrap=True)

@@ -126,7 +126,7 @@ class ServerState:
             s = self.settings.server
             window = self.context_window()
             config = RagConfig(mode=r.mode, k=r.k, context_window=window,
-                               max_answer_tokens=min(s.max_tokens, window // 2), min_score=s.min_score)
+                               max_answer_tokens=min(s.max_tokens, window // 2), min_score=r.min_score)
         except BaseException:
             col.close()
             raise

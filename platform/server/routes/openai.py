@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
@@ -28,7 +29,7 @@ from ember.platform.server.errors import ApiError, error_payload
 from ember.platform.server.limiter import Slot
 from ember.platform.server.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, usage
 from ember.platform.server.state import RAG_PREFIX, ServerState
-from ember.platform.server.streaming import iterate_in_thread
+from ember.platform.server.streaming import ClientGone, iterate_in_thread, run_until_disconnect
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import MINILM_ALIASES
 from ember.retrieval.rag import RagAnswer
@@ -112,13 +113,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         system = [m for m in messages if m["role"] == "system"]
         messages = [*system, *stored, messages[-1]]
     rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
-    if collection:
-        rag = await run_in_threadpool(st.rag, collection)
-        history = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
-        make: Callable[[], Iterator[Any]] = lambda: rag.stream(question, history, params)
-    else:
-        make = lambda: st.backend.chat_stream(messages, params)
-    slot, items, first = await _start(st, make)
+    rag = await run_in_threadpool(st.rag, collection) if collection else None
+    history = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
     head = {"id": rid, "created": created, "model": req.model}
 
     def finish(text: str, final: Any) -> tuple[dict[str, Any], Completion | None]:
@@ -136,16 +132,33 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
         return extra, completion
 
-    if not req.stream:
-        try:
+    if not req.stream:  # one worker call (no per-token hops between threads), cancelled if the client leaves
+        def run(cancel: threading.Event) -> tuple[str, dict[str, Any], Completion | None]:
+            it: Iterator[Any] = (rag.stream(question, history, params) if rag is not None
+                                 else st.backend.chat_stream(messages, params))
             text, final = "", None
-            async for item in _rest(first, items):
-                if isinstance(item, Delta):
-                    text += item.text
-                    final = item.completion or final
-                else:
-                    final = item
-            extra, completion = await run_in_threadpool(finish, text, final)
+            try:
+                for item in it:
+                    if cancel.is_set():
+                        raise ClientGone()
+                    if isinstance(item, Delta):
+                        text += item.text
+                        final = item.completion or final
+                    else:
+                        final = item
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()  # on cancel: the engine aborts the request and frees its KV blocks
+            extra, completion = finish(text, final)
+            return text, extra, completion
+
+        slot = await st.limiter.acquire()
+        try:
+            text, extra, completion = await run_until_disconnect(request, run)
+        except ClientGone:
+            st.metrics.cancelled += 1
+            return Response(status_code=499)  # nobody is listening any more
         finally:
             slot.release()
         reason = completion.finish_reason if completion is not None else "stop"
@@ -154,6 +167,11 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                              "finish_reason": "stop" if reason == "cancelled" else reason, "logprobs": None}],
                 "usage": usage(completion.prompt_tokens if completion else 0,
                                completion.completion_tokens if completion else 0), **extra}
+
+    make: Callable[[], Iterator[Any]] = (
+        (lambda: rag.stream(question, history, params)) if rag is not None
+        else (lambda: st.backend.chat_stream(messages, params)))
+    slot, items, first = await _start(st, make)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -200,23 +218,22 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
         raise ApiError(400, "send one prompt per request", param="prompt")
     prompt = prompts[0]
     params = _sampling(req, st)
-    slot, items, first = await _start(st, lambda: st.backend.stream(prompt, params))
     head = {"id": "cmpl-" + uuid.uuid4().hex[:24], "created": int(time.time()), "model": req.model}
     prefix = prompt if req.echo else ""
 
     if not req.stream:
+        slot = await st.limiter.acquire()
         try:
-            text, completion = prefix, None
-            async for d in _rest(first, items):
-                text += d.text
-                completion = d.completion or completion
+            completion = (await run_in_threadpool(st.backend.generate, [prompt], params))[0]
         finally:
             slot.release()
-        assert completion is not None
         st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
         return {**head, "object": "text_completion",
-                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": completion.finish_reason}],
+                "choices": [{"index": 0, "text": prefix + completion.text, "logprobs": None,
+                             "finish_reason": completion.finish_reason}],
                 "usage": usage(completion.prompt_tokens, completion.completion_tokens)}
+
+    slot, items, first = await _start(st, lambda: st.backend.stream(prompt, params))
 
     async def body() -> AsyncIterator[bytes]:
         chunk = {**head, "object": "text_completion"}

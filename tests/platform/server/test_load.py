@@ -81,3 +81,9 @@ def test_disconnect_frees_blocks_and_full_queue_gets_429(make_server: ServerFact
         assert 'ember_generations_cancelled_total 1' in c.get("/metrics").text
         ok = c.post("/v1/chat/completions", json={**CHAT, "stream": False, "max_tokens": 2})
         assert ok.status_code == 200  # the slot was released
+        # a non-streamed request whose client gives up is cancelled too
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(server.url + "/v1/chat/completions", timeout=1.5,
+                       json={**CHAT, "stream": False, "max_tokens": 1000, "ignore_eos": True})
+        assert idle(engine, timeout=10)
+        assert 'ember_generations_cancelled_total 2' in c.get("/metrics").text

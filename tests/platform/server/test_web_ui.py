@@ -61,6 +61,35 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
             ARTIFACTS.mkdir(exist_ok=True)
             shutil.copy(shot, ARTIFACTS / "web_ui.png")
             print(f"screenshot: {ARTIFACTS / 'web_ui.png'}")
+            # the conversation list: start a new chat, then reopen the first one with its citations
+            page.click("#passage .close")
+            page.click("#new-chat")
+            assert page.locator(".msg").count() == 0
+            page.click("#sessions li")
+            page.wait_for_selector(".msg.assistant .citation")
+            assert page.inner_text(".msg.user .text") == "How do I revoke an API key?"
+            assert page.inner_text(".msg.assistant .text") == answer
             assert errors == []
+        finally:
+            browser.close()
+
+
+def test_page_asks_for_the_api_key_when_keys_are_configured(make_server: ServerFactory) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = make_server()
+    server.state.create_collection("notes").close()
+    key = server.state.keys.create("browser")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page()
+            page.goto(server.url + "/")  # the static shell loads without a key; its API calls get 401
+            page.wait_for_selector("#key-box:not([hidden])")
+            assert page.locator("#collection option").count() == 0
+            page.fill("#api-key", key)
+            page.click("#save-key")
+            page.wait_for_selector("#collection option[value=notes]", state="attached")
+            assert page.evaluate("localStorage.getItem('ember-key')") == key
         finally:
             browser.close()
