@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sacrebleu
 
 from ember.evals.metrics import bleu
 
 PREDS = ["The cat sat on the mat.", "", "Ünïcödé café!", "...", "a b c d e f"]
-REFS = [["The cat is on the mat.", "A cat sat on the mat."], ["nothing"], ["Unicode café!"], ["..."],
+REFS: list[list[str]] = [["The cat is on the mat.", "A cat sat on the mat."], ["nothing"], ["Unicode café!"], ["..."],
         ["a b c d e g"]]
 
 
 def test_corpus_scores_equal_sacrebleu() -> None:
-    streams = [[r[0] for r in REFS], [r[1] if len(r) > 1 else None for r in REFS]]
+    streams: Any = [[r[0] for r in REFS], [r[1] if len(r) > 1 else None for r in REFS]]
     assert bleu.corpus_bleu(PREDS, REFS) == sacrebleu.corpus_bleu(PREDS, streams).score
     assert bleu.corpus_chrf(PREDS, REFS) == sacrebleu.corpus_chrf(PREDS, streams).score
     single = [[r[0]] for r in REFS]

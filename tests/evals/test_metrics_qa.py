@@ -45,7 +45,8 @@ EDGE_GOLDS = [["Denver Broncos"], ["Levi's Stadium", "Levi’s Stadium"], ["東�
 
 def test_edge_cases_per_example_equal_official_script(shared: Path, tmp_path: Path) -> None:
     """Empty, unicode and punctuation-only answers and golds: one question per (prediction, gold set)."""
-    qas, preds = [], {}
+    qas: list[dict] = []
+    preds: dict[str, str] = {}
     for i, pred in enumerate(EDGE_PREDICTIONS):
         for j, golds in enumerate(EDGE_GOLDS):
             qid = f"q{i}_{j}"
