@@ -105,6 +105,7 @@ def read_squad(path: Path) -> tuple[list[Example], Corpus]:
 
 
 def read_beir(folder: Path, split: str = "test") -> tuple[list[Example], Corpus]:
+    """Judged queries only (as BEIR evaluates): a query with no qrels line has nothing to score."""
     docs = {str(r["_id"]): (r.get("title", ""), r["text"]) for _, r in _jsonl(folder / "corpus.jsonl")}
     queries = {str(r["_id"]): r["text"] for _, r in _jsonl(folder / "queries.jsonl")}
     qrels: dict[str, dict[str, int]] = {}

@@ -49,7 +49,7 @@ class LlamaScorer:
         return cls(engine.model, engine.tokenizer)
 
     def _pair(self, context: str, continuation: str) -> tuple[list[int], int]:
-        n_space = len(context) - len(context.rstrip(" "))
+        n_space = len(context) - len(context.rstrip())
         if n_space:
             context, continuation = context[:-n_space], context[-n_space:] + continuation
         whole = self.tokenizer.encode(context + continuation)
