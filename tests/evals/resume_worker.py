@@ -10,11 +10,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from scripted import ScriptedBackend  # noqa: E402
+from scripted import ScriptedBackend
 
-from ember.evals import report  # noqa: E402
-from ember.evals.harness import Resources, run_suite  # noqa: E402
-from ember.evals.suite import SuiteConfig  # noqa: E402
+from ember.evals import report
+from ember.evals.harness import Resources, run_suite
+from ember.evals.suite import SuiteConfig
 
 
 def suite(data: Path) -> SuiteConfig:

@@ -65,7 +65,7 @@ def test_bad_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="unknown dataset format"):
         datasets.load("parquet", tmp_path)
     (tmp_path / "q.csv").write_text("Q,a,b,E\n")
-    with pytest.raises(DatasetError, match="q.csv:1: answer 'E'"):
+    with pytest.raises(DatasetError, match=r"q\.csv:1: answer .E."):
         datasets.read_mmlu_csv(tmp_path / "q.csv")
     (tmp_path / "s.json").write_text("{}")
     with pytest.raises(DatasetError, match="not a SQuAD JSON"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ REQUESTS = [("Question: What is the capital of France?\nAnswer:", " Paris"),
             ("", "Hello world, this is a complete sentence.")]
 
 
-def hf_loglikelihood(model, tok, context: str, continuation: str) -> tuple[float, bool]:  # type: ignore[no-untyped-def]
+def hf_loglikelihood(model: Any, tok: Any, context: str, continuation: str) -> tuple[float, bool]:
     """lm-evaluation-harness's HF recipe (`_encode_pair`), one request at a time (no padding)."""
     n_space = len(context) - len(context.rstrip())
     if n_space:  # lm-eval moves the context's trailing whitespace onto the continuation
