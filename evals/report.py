@@ -113,6 +113,21 @@ def _bars(title: str, labels: list[str], series: dict[str, list[float]]) -> str:
     return _png(fig)
 
 
+def _histogram(title: str, values: list[float]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.0, 2.8))
+    ax.hist(values, bins=10, range=(0.0, 1.0), color="#4c72b0", edgecolor="white")
+    ax.set_title(title)
+    ax.set_xlabel("per-example score")
+    ax.set_ylabel("examples")
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
 def _primary(summary: dict[str, Any], records: list[dict[str, Any]]) -> str | None:
     names = [m for m in summary["metrics"] if records and m in records[0]["scores"]]
     return names[0] if names else None
@@ -172,6 +187,9 @@ def render_html(data: dict[str, Any]) -> str:
             out.append(_bars(name, list(shown), {"score": list(shown.values())}))
         primary = _primary(s, records)
         if primary:
+            values = [r["scores"][primary] for r in records if r["scores"].get(primary) is not None]
+            if values:
+                out.append(_histogram(f"{name}: {primary} per example", values))
             worst = sorted(records, key=lambda r: (r["scores"].get(primary) is None, r["scores"].get(primary) or 0))
             out.append(f"<h3>Worst {min(WORST, len(worst))} by {_e(primary)}</h3>")
             out += [_example_html(r) for r in worst[:WORST]]
