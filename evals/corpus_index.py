@@ -21,9 +21,10 @@ def doc_id(source: str) -> str:
     return source[len(SOURCE_PREFIX):] if source.startswith(SOURCE_PREFIX) else source
 
 
-def collection_name(task: str, corpus: Corpus, embedder_id: str) -> str:
+def collection_name(label: str, corpus: Corpus, embedder_id: str) -> str:
+    """`eval-<label>-<hash>`: suites over the same corpus (squad-rag, squad-retrieval) share one collection."""
     digest = fingerprint(sorted(corpus.docs.items()), embedder_id)[:10]
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in task)[:40]
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]
     return f"eval-{safe}-{digest}"
 
 

@@ -80,7 +80,7 @@ def _retriever(s: Settings, task: Any, corpus: Any) -> tuple[Any, dict[str, Any]
     from ember.retrieval.retriever import Retriever
 
     embedder = embedder_from(s)
-    name = collection_name(task.name, corpus, embedder.info.model_id)
+    name = collection_name(Path(task.path).stem, corpus, embedder.info.model_id)
     with Progress(console=console, transient=True) as bar:
         job = bar.add_task(f"Indexing {len(corpus.docs)} passages into {name}", total=len(corpus.docs))
         col = build_collection(s.data_dir, name, corpus, embedder, lambda done, total: bar.update(job, completed=done))
