@@ -37,11 +37,15 @@ def hf_loglikelihood(model: Any, tok: Any, context: str, continuation: str) -> t
     return float(lp.gather(1, target[:, None]).sum()), bool((lp.argmax(-1) == target).all())
 
 
-def test_llama_scorer_matches_transformers(smollm2_folder: Path) -> None:
-    transformers = pytest.importorskip("transformers")
+@pytest.fixture(scope="module")
+def lm(smollm2_folder: Path) -> Any:
     from ember.model.loader import load
 
-    lm = load(smollm2_folder, dtype="float32")
+    return load(smollm2_folder, dtype="float32")
+
+
+def test_llama_scorer_matches_transformers(smollm2_folder: Path, lm: Any) -> None:
+    transformers = pytest.importorskip("transformers")
     scorer = LlamaScorer(lm.model, lm.tokenizer, max_batch_tokens=64)  # forces several padded batches
     ours = scorer.loglikelihood(REQUESTS)
     hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_folder, torch_dtype=torch.float32).eval()
@@ -57,3 +61,41 @@ def test_llama_scorer_matches_transformers(smollm2_folder: Path) -> None:
     assert alone.logprob == pytest.approx(ours[2].logprob, abs=1e-4)
     ppl = perplexity(ours[4].token_logprobs)
     assert 1.0 < ppl < 1000.0
+
+
+def test_perplexity_and_choice_tasks_through_the_harness(lm: Any, tmp_path: Path) -> None:
+    """Log-likelihood tasks end to end: perplexity of texts, and acc/acc_norm on questions with an obvious answer."""
+    import importlib.util
+    import json
+
+    from ember.evals.harness import Resources, run_suite
+    from ember.evals.suite import SuiteConfig
+    spec = importlib.util.spec_from_file_location("evals_scripted", Path(__file__).parent / "scripted.py")
+    assert spec and spec.loader
+    scripted = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scripted)
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"input": t}) + "\n" for t in
+                             ["The cat sat on the mat.", "Paris is the capital of France.", "zq xv qq jj kk"]))
+    mc = tmp_path / "mc.jsonl"
+    mc.write_text("".join(json.dumps({"input": q, "choices": c, "gold": g}) + "\n" for q, c, g in [
+        ("Question: What color is the sky on a clear day?", ["blue", "a banana"], 0),
+        ("Question: How many legs does a dog have?", ["seventeen thousand", "four"], 1)]))
+    suite = SuiteConfig.parse({"name": "ll", "tasks": [
+        {"name": "ppl", "kind": "perplexity", "format": "jsonl", "path": str(texts)},
+        {"name": "mc", "kind": "choice", "format": "jsonl", "path": str(mc), "prompt": "{input}\nAnswer:"}]})
+    res = Resources(data_root=tmp_path, backend=scripted.ScriptedBackend(), model_id="smollm2",
+                    scorer=LlamaScorer(lm.model, lm.tokenizer))
+    ppl, mc_run = run_suite(suite, res, tmp_path / "run").tasks
+    scores = LlamaScorer(lm.model, lm.tokenizer).loglikelihood([("", t["input"]) for t in map(
+        json.loads, texts.read_text().splitlines())])
+    want = perplexity([x for s in scores for x in s.token_logprobs])
+    assert ppl.metrics["perplexity"] == pytest.approx(want, rel=1e-6)
+    assert ppl.records[2]["prediction"]["logprob"] < ppl.records[0]["prediction"]["logprob"]
+    assert mc_run.metrics["acc"] == 100.0
+    # acc_norm divides by the option's length in characters (lm-eval), which can flip the pick
+    hits = 0
+    for r in mc_run.records:
+        per_char = [lp / len(c) for lp, c in zip(r["prediction"]["choice_logprobs"], r["choices"], strict=True)]
+        hits += per_char.index(max(per_char)) == r["gold"]
+    assert mc_run.metrics["acc_norm"] == 100.0 * hits / 2
