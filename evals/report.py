@@ -190,7 +190,9 @@ def render_html(data: dict[str, Any]) -> str:
             values = [r["scores"][primary] for r in records if r["scores"].get(primary) is not None]
             if values:
                 out.append(_histogram(f"{name}: {primary} per example", values))
-            worst = sorted(records, key=lambda r: (r["scores"].get(primary) is None, r["scores"].get(primary) or 0))
+            order = [m for m in s["metrics"] if m in records[0]["scores"]]  # ties on the first broken by the next
+            worst = sorted(records, key=lambda r: [r["scores"].get(m) is None for m in order[:1]]
+                           + [r["scores"].get(m) or 0.0 for m in order])
             out.append(f"<h3>Worst {min(WORST, len(worst))} by {_e(primary)}</h3>")
             out += [_example_html(r) for r in worst[:WORST]]
     out.append("</body></html>")
