@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from ember.evals import report
 from ember.evals.corpus_index import build_collection, collection_name
 from ember.evals.harness import Resources, run_suite
 from ember.evals.searcher import RetrieverSearcher
@@ -60,6 +61,9 @@ def test_retrieval_target(small_squad: Path, minilm: Any, tmp_path: Path) -> Non
     assert m["precision@5"] <= 20.0 + 1e-9  # one gold paragraph per question
     rec = run.tasks[0].records[0]
     assert rec["prediction"]["retrieved"] and all(p["id"] for p in rec["prediction"]["retrieved"])
+    _, html_path = report.write(run)
+    page = html_path.read_text()
+    assert "Retrieved passages" in page and "class='psg gold'" in page  # worst examples show their passages
     assert built  # indexed once...
     n = len(built)
     run_suite(s, Resources(data_root=tmp_path, searcher_for=searcher_factory(tmp_path / "data", minilm, built)),
