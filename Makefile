@@ -53,7 +53,7 @@ test: setup
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy model platform retrieval tests benchmarks
+	$(VENV)/bin/mypy model platform retrieval agents evals tests benchmarks
 
 bench: setup
 	$(PY) benchmarks/bench_generate.py

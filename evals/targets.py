@@ -1,0 +1,204 @@
+"""What a suite evaluates: a closed-book model, retrieval alone, a RAG pipeline, or (later) an agent.
+
+Every target turns a batch of `Example`s into `Prediction`s and describes itself as a dict, which goes into
+the results-cache key so a changed model, prompt or k re-runs instead of reusing stale answers.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ember.evals.datasets import Example
+from ember.evals.scoring import Scorer
+from ember.evals.suite import TargetConfig, TaskConfig
+from ember.model.backends.base import Backend
+from ember.model.errors import EmberError
+from ember.model.sampling_params import SamplingParams
+
+CITE_MARK = re.compile(r"\s*\[\d+(?:\s*,\s*\d+)*\]")
+
+
+@dataclass(slots=True)
+class Passage:
+    id: str  # the corpus document id (several passages may share one)
+    text: str
+    score: float = 0.0
+
+
+@dataclass(slots=True)
+class Prediction:
+    text: str = ""  # generated answer or summary
+    choice: int | None = None  # the option picked by letter
+    choice_logprobs: list[float] | None = None  # log-likelihood of each option (loglikelihood mode)
+    logprob: float | None = None  # perplexity tasks: total log-likelihood of the text...
+    tokens: int | None = None  # ...over this many tokens
+    retrieved: list[Passage] = field(default_factory=list)  # ranked, best first
+    cited: list[Passage] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the batch divided by its size
+    raw: str | None = None  # the reply before scoring clean-up (RAG: with its [n] citation marks)
+
+
+class Target(Protocol):
+    def describe(self) -> dict[str, Any]:
+        ...
+
+    def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
+        ...
+
+
+class Searcher(Protocol):
+    """Ranked passages for a query: an Ember Retriever over a collection, mapped to corpus ids."""
+
+    def describe(self) -> dict[str, Any]:
+        ...
+
+    def search(self, query: str, k: int) -> list[Passage]:
+        ...
+
+
+class RagLike(Protocol):
+    """`ember.retrieval.rag.RagPipeline`'s shape: `answer(question) -> RagAnswer(text, citations, ...)`."""
+
+    def answer(self, question: str, history: Any = None, params: Any = None) -> Any:
+        ...
+
+
+def render(template: str, example: Example) -> str:
+    options = "\n".join(f"{string.ascii_uppercase[i]}. {c}" for i, c in enumerate(example.choices))
+    fields = {"input": example.input, "context": example.context or "", "choices": options,
+              "title": str(example.metadata.get("title", ""))}
+    try:
+        return template.format_map(fields)
+    except (KeyError, ValueError) as e:
+        raise EmberError(f"prompt template {template!r} is invalid: {e}",
+                         hint="Use {input}, {context}, {choices} and {title}; write {{ and }} for braces.") from None
+
+
+def _timed(preds: list[Prediction], t0: float) -> list[Prediction]:
+    each = (time.perf_counter() - t0) / max(len(preds), 1)
+    for p in preds:
+        p.seconds = each
+    return preds
+
+
+class ModelTarget:
+    """A model answering from its weights (plus whatever context the prompt template puts in)."""
+
+    def __init__(self, backend: Backend, config: TargetConfig, model_id: str, scorer: Scorer | None = None,
+                 seed: int = 0) -> None:
+        self.backend, self.config, self.model_id, self.scorer, self.seed = backend, config, model_id, scorer, seed
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {"kind": "model", "model": self.model_id, "backend": self.backend.name, "chat": c.chat,
+                "max_tokens": c.max_tokens, "temperature": c.temperature, "stop": c.stop, "seed": self.seed}
+
+    def _params(self, task: TaskConfig) -> SamplingParams:
+        c = self.config
+        max_tokens = 8 if task.kind == "choice" else c.max_tokens
+        return SamplingParams(max_tokens=max_tokens, temperature=c.temperature, stop=list(c.stop), seed=self.seed)
+
+    def generate(self, task: TaskConfig, examples: Sequence[Example]) -> list[str]:
+        prompts = [render(task.prompt, ex) for ex in examples]
+        params = self._params(task)
+        if not self.config.chat:
+            return [c.text for c in self.backend.generate(list(prompts), params)]
+        convs = [([{"role": "system", "content": task.system}] if task.system else [])
+                 + [{"role": "user", "content": p}] for p in prompts]
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        if tokenizer is not None and hasattr(tokenizer, "apply_chat_template"):  # one batched generate call
+            texts = [tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in convs]
+            ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+            return [c.text for c in self.backend.generate(ids, params)]
+        from concurrent.futures import ThreadPoolExecutor  # a remote backend: concurrent chat requests
+
+        with ThreadPoolExecutor(max_workers=self.config.batch_size) as pool:
+            return [c.text for c in pool.map(lambda m: self.backend.chat(m, params), convs)]
+
+    def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
+        t0 = time.perf_counter()
+        if task.kind in ("qa", "summarize") or (task.kind == "choice" and task.choice_mode == "letter"):
+            texts = self.generate(task, examples)
+            if task.kind != "choice":
+                return _timed([Prediction(text=t.strip()) for t in texts], t0)
+            from ember.evals.metrics.choice import parse_letter
+
+            return _timed([Prediction(text=t, choice=parse_letter(t, len(ex.choices)))
+                           for t, ex in zip(texts, examples, strict=True)], t0)
+        if self.scorer is None:
+            raise EmberError(f"task {task.name!r} needs log-likelihood scoring, which this backend does not offer",
+                             hint='Use backend = "ember", or choice_mode = "letter" for multiple choice.')
+        if task.kind == "choice":
+            pairs = [(render(task.prompt, ex), task.continuation.format(choice=c))
+                     for ex in examples for c in ex.choices]
+            lls = iter(self.scorer.loglikelihood(pairs))
+            preds = [Prediction(choice_logprobs=[next(lls).logprob for _ in ex.choices]) for ex in examples]
+            return _timed(preds, t0)
+        if task.kind == "perplexity":
+            lls_p = self.scorer.loglikelihood([("", ex.input) for ex in examples])
+            return _timed([Prediction(logprob=ll.logprob, tokens=ll.tokens) for ll in lls_p], t0)
+        raise EmberError(f"a model target cannot run {task.kind} task {task.name!r}",
+                         hint='Retrieval tasks need [target] kind = "retrieval" or "rag".')
+
+
+class RetrievalTarget:
+    def __init__(self, searcher: Searcher, config: TargetConfig) -> None:
+        self.searcher, self.config = searcher, config
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "retrieval", "k": self.config.k, **self.searcher.describe()}
+
+    def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
+        t0 = time.perf_counter()
+        return _timed([Prediction(retrieved=self.searcher.search(ex.input, self.config.k)) for ex in examples], t0)
+
+
+class RagTarget:
+    """Questions through `RagPipeline.answer`. Its citations are the passages it put in the prompt, in rank
+    order (what recall@k is computed on); those the answer refers to as [n] are the cited ones. The [n]
+    markers are removed from the answer before it is scored (the raw reply is kept too)."""
+
+    def __init__(self, pipeline: RagLike, config: TargetConfig, describe: dict[str, Any], seed: int = 0) -> None:
+        self.pipeline, self.config, self._describe, self.seed = pipeline, config, describe, seed
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {"kind": "rag", "max_tokens": c.max_tokens, "temperature": c.temperature, "seed": self.seed,
+                **self._describe}
+
+    def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ember.evals.corpus_index import doc_id
+
+        c = self.config
+        params = SamplingParams(max_tokens=c.max_tokens, temperature=c.temperature, stop=list(c.stop), seed=self.seed)
+
+        def one(ex: Example) -> Prediction:
+            ans = self.pipeline.answer(ex.input, params=params)
+            used = [Passage(doc_id(x.source), x.text, float(x.score)) for x in ans.citations]
+            cited = [p for p, x in zip(used, ans.citations, strict=True) if getattr(x, "cited", True)]
+            return Prediction(text=CITE_MARK.sub("", ans.text).strip(), raw=ans.text, retrieved=used, cited=cited)
+
+        t0 = time.perf_counter()
+        # the pipeline is synchronous; concurrent calls let the engine batch their generations
+        with ThreadPoolExecutor(max_workers=c.batch_size) as pool:
+            return _timed(list(pool.map(one, examples)), t0)
+
+
+class AgentTarget:
+    """TODO(agents issue): run `ember.agents` ReAct loops on tasks and score their final answers like qa.
+
+    Until the agents package exposes a runnable agent, a suite with `kind = "agent"` stops with this error
+    rather than pretending."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "agent"}
+
+    def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
+        raise EmberError("agent targets are not available yet", hint="Use kind = model, rag or retrieval.")
