@@ -79,11 +79,13 @@ def _autocast(cfg: TrainConfig) -> contextlib.AbstractContextManager[object]:
 
 
 def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, val: Batches | None = None,
-          resume: bool = False, on_record: Callable[[Record], None] = lambda _: None) -> TrainResult:
+          resume: bool = False, on_record: Callable[[Record], None] = lambda _: None,
+          until: int | None = None) -> TrainResult:
     """Train the parameters of `model` that require grad for `cfg.max_steps` steps; checkpoints in `out_dir`.
 
     Writes `out_dir/checkpoint.pt` (every `save_every` steps and at the end) and `out_dir/metrics.jsonl`.
-    With `resume`, continues from the checkpoint there, exactly where it stopped.
+    With `resume`, continues from the checkpoint there, exactly where it stopped. `until` stops (and
+    checkpoints) after that many steps while the schedule still spans `cfg.max_steps`: a time-boxed slice.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +109,8 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
         on_record(r)
 
     try:
-        while step < cfg.max_steps:
+        stop = min(cfg.max_steps, until or cfg.max_steps)
+        while step < stop:
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             loss_sum, tokens = 0.0, 0
@@ -140,7 +143,7 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
             last = step == cfg.max_steps
             if val is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):
                 record({"step": step, "val_loss": evaluate(model, val, cfg)})
-            if (cfg.save_every and step % cfg.save_every == 0) or last:
+            if (cfg.save_every and step % cfg.save_every == 0) or last or step == stop:
                 save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, cfg, history)
     finally:
         log.close()
