@@ -38,7 +38,7 @@ class TrainConfig:
         for name in ("warmup_steps", "eval_every", "save_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 0")
-        if not 0 < self.lr:
+        if self.lr <= 0:
             raise ConfigError(f"lr={self.lr} must be > 0")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"min_lr={self.min_lr} must be between 0 and lr={self.lr}")

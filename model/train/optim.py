@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,9 +11,10 @@ from torch import nn
 from ember.model.train.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Decay the matrices of linear layers; not norms, biases or embeddings (nanoGPT/Llama practice)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     for p in model.parameters():  # parameters() de-duplicates tied weights
         if not p.requires_grad:

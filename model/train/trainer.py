@@ -100,15 +100,13 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
     forward = torch.compile(model) if cfg.compile else model
     per_token = flops_per_token(model.config, cfg.seq_len)
     trainable = [p for p in model.parameters() if p.requires_grad]
-    log = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    with open(out / "metrics.jsonl", "a", encoding="utf-8") as log:
+        def record(r: Record) -> None:
+            history.append(r)
+            log.write(json.dumps(r) + "\n")
+            log.flush()
+            on_record(r)
 
-    def record(r: Record) -> None:
-        history.append(r)
-        log.write(json.dumps(r) + "\n")
-        log.flush()
-        on_record(r)
-
-    try:
         stop = min(cfg.max_steps, until or cfg.max_steps)
         while step < stop:
             t0 = time.perf_counter()
@@ -145,7 +143,5 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
                 record({"step": step, "val_loss": evaluate(model, val, cfg)})
             if (cfg.save_every and step % cfg.save_every == 0) or last or step == stop:
                 save_checkpoint(out / CHECKPOINT, model, optimizer, scheduler, step, cfg, history)
-    finally:
-        log.close()
     model.eval()
     return TrainResult(step, history)

@@ -145,6 +145,8 @@ def sft(ctx: typer.Context,
         alpha: Annotated[float, typer.Option(help="LoRA alpha (scale = alpha / rank)")] = 32.0,
         max_len: Annotated[int, typer.Option(min=8, help="tokens per example (longer ones keep the end)")] = 512,
         limit: Annotated[int | None, typer.Option(min=1, help="use only the first N examples")] = None,
+        distractors: Annotated[int, typer.Option(min=0, help="SQuAD data: up to N other paragraphs per prompt")]
+        = 1,
         steps: Steps = 100, batch_size: BatchSize = 4, grad_accum: GradAccum = 1, lr: Lr = 2e-4,
         warmup: Warmup = 10, save_every: SaveEvery = 0, resume: Resume = False, compile_: Compile = False,
         seed: Seed = 1337) -> None:
@@ -162,7 +164,7 @@ def sft(ctx: typer.Context,
     with console.status(f"Loading {path}…", spinner="dots"):
         loaded = load(path, dtype="float32", device="cpu")
     if data.suffix == ".json":
-        conversations = grounded_examples(read_squad(data), seed=seed)
+        conversations = grounded_examples(read_squad(data), max_distractors=distractors, seed=seed)
     else:
         conversations = read_conversations(data)
     conversations = conversations[:limit]

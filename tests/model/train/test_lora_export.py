@@ -32,7 +32,7 @@ def lora_trained(tiny: LlamaConfig, bpe: Tokenizer, tmp_path: Path) -> tuple[tor
 def test_only_adapters_train(tiny: LlamaConfig, bpe: Tokenizer, tmp_path: Path) -> None:
     model = new_model(tiny, seed=0)
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    model, cfg = lora_trained(tiny, bpe, tmp_path)
+    model, _ = lora_trained(tiny, bpe, tmp_path)
     state = model.state_dict()
     for k, v in base.items():  # every base weight is untouched ...
         assert torch.equal(state[k.replace("q_proj.", "q_proj.base.").replace("v_proj.", "v_proj.base.")

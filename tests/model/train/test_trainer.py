@@ -72,8 +72,8 @@ def test_weight_decay_skips_norms_and_embeddings(tiny: LlamaConfig) -> None:
     model = new_model(tiny)
     decay, no_decay = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert all("proj" in names[id(p)] for p in decay["params"])  # type: ignore[attr-defined]
-    assert {names[id(p)].split(".")[-2] for p in no_decay["params"]} >= {"embed_tokens", "norm"}  # type: ignore[attr-defined]
+    assert all("proj" in names[id(p)] for p in decay["params"])
+    assert {names[id(p)].split(".")[-2] for p in no_decay["params"]} >= {"embed_tokens", "norm"}
 
 
 def test_train_config_validates() -> None:
