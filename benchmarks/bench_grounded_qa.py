@@ -134,7 +134,8 @@ def main() -> None:
     print(f"delta EM {a['exact_match'] - b['exact_match']:+.2f}  F1 {a['f1'] - b['f1']:+.2f}  on {args.n} questions "
           f"from dev articles not in the training file")
     if args.json:
-        args.json.write_text(json.dumps({"n": args.n, "seed": args.seed, **results, "samples": samples}, indent=2) + "\n")
+        report = {"n": args.n, "seed": args.seed, **results, "samples": samples}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
