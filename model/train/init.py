@@ -22,7 +22,7 @@ def init_weights(model: nn.Module, config: LlamaConfig, std: float = 0.02) -> No
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             last = name.rsplit(".", 1)[-1]
-            nn.init.normal_(module.weight, 0.0, residual_std if last in ("o_proj", "down_proj") else std)
+            nn.init.normal_(module.weight, 0.0, residual_std if last in ("o_proj", "down_proj", "w2") else std)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.Embedding):

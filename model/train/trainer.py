@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from ember.model.config import LlamaConfig
 from ember.model.errors import EmberError
 from ember.model.llama import Llama
+from ember.model.moe import moe_aux_loss
 from ember.model.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from ember.model.train.config import TrainConfig
 from ember.model.train.optim import make_optimizer, make_scheduler
@@ -39,7 +40,7 @@ class TrainingDiverged(EmberError):
 
 def flops_per_token(config: LlamaConfig, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward): 6 N for the matmuls + 12 L T C for attention (PaLM)."""
-    n = config.num_parameters() - (0 if config.tie_word_embeddings else config.vocab_size * config.hidden_size)
+    n = config.num_parameters(active=True) - (0 if config.tie_word_embeddings else config.vocab_size * config.hidden_size)
     attn = 12 * config.num_hidden_layers * seq_len * config.num_attention_heads * config.dim_head
     return 6 * n + attn
 
@@ -111,14 +112,17 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
         while step < stop:
             t0 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum, tokens = 0.0, 0
+            loss_sum, aux_sum, tokens = 0.0, 0.0, 0
             for micro in range(cfg.grad_accum):
                 x, y = data.batch(step * cfg.grad_accum + micro)
                 x, y = x.to(cfg.device), y.to(cfg.device)
                 with _autocast(cfg):
                     loss = loss_fn(forward(x), y)
-                (loss / cfg.grad_accum).backward()
+                aux = moe_aux_loss(model)
+                total = loss if aux is None else loss + model.config.router_aux_loss_coef * aux
+                (total / cfg.grad_accum).backward()
                 loss_sum += loss.item()
+                aux_sum += 0.0 if aux is None else aux.item()
                 tokens += x.numel()
             loss_value = loss_sum / cfg.grad_accum
             if not math.isfinite(loss_value):
@@ -137,6 +141,8 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
                              "flops_per_s": tokens * per_token / dt}
                 if norm is not None:
                     r["grad_norm"] = float(norm)
+                if model.config.is_moe:
+                    r["aux_loss"] = aux_sum / cfg.grad_accum
                 record(r)
             last = step == cfg.max_steps
             if val is not None and ((cfg.eval_every and step % cfg.eval_every == 0) or last):

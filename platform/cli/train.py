@@ -86,6 +86,9 @@ def pretrain(ctx: typer.Context,
              = "ember-bpe",
              name: Annotated[str, typer.Option(help="run and model name")] = "nano",
              preset: Annotated[str, typer.Option(help="architecture: tiny, nano or micro")] = "nano",
+             experts: Annotated[int, typer.Option(min=0, help="Mixtral-style sparse MoE with N experts (0 = dense)")]
+             = 0,
+             experts_per_token: Annotated[int, typer.Option(min=1, help="MoE: experts each token uses")] = 2,
              seq_len: Annotated[int, typer.Option(min=8, help="tokens per packed sequence")] = 256,
              val_fraction: Annotated[float, typer.Option(help="share of documents held out")] = 0.05,
              steps: Steps = 1000, batch_size: BatchSize = 8, grad_accum: GradAccum = 1, lr: Lr = 1e-3,
@@ -110,7 +113,8 @@ def pretrain(ctx: typer.Context,
     tok = Tokenizer.load(tok_dir if tok_dir.is_dir() else Path(tokenizer))
     config = dataclasses.replace(PRESETS[preset], vocab_size=tok.vocab_size, bos_token_id=tok.bos_token_id,
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                                 max_position_embeddings=max(seq_len, PRESETS[preset].max_position_embeddings))
+                                 max_position_embeddings=max(seq_len, PRESETS[preset].max_position_embeddings),
+                                 num_local_experts=experts, num_experts_per_tok=experts_per_token)
     cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=steps, lr=lr,
                       min_lr=lr / 10, warmup_steps=min(warmup, steps), eval_every=eval_every,
                       save_every=save_every, seed=seed, device=device, compile=compile_)
@@ -125,7 +129,8 @@ def pretrain(ctx: typer.Context,
     val = PackedDataset(data_dir / "val.bin", seq_len, batch_size, shuffle=False)
     cfg = dataclasses.replace(cfg, eval_batches=min(cfg.eval_batches, val.batches_per_epoch))
     model = new_model(config, seed)
-    console.print(f"[dim]•[/] {preset}: {config.num_parameters() / 1e6:.1f} M parameters, "
+    moe = f" ({config.num_parameters(active=True) / 1e6:.1f} M active, {experts} experts)" if experts else ""
+    console.print(f"[dim]•[/] {preset}: {config.num_parameters() / 1e6:.1f} M parameters{moe}, "
                   f"{cfg.tokens_per_step:,} tokens per step on {device}")
     with _progress(steps, f"pretrain {name}") as on_record:
         result = train(model, data, cfg, run, val=val, resume=resume, on_record=on_record)
