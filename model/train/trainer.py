@@ -40,7 +40,8 @@ class TrainingDiverged(EmberError):
 
 def flops_per_token(config: LlamaConfig, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward): 6 N for the matmuls + 12 L T C for attention (PaLM)."""
-    n = config.num_parameters(active=True) - (0 if config.tie_word_embeddings else config.vocab_size * config.hidden_size)
+    lookup = 0 if config.tie_word_embeddings else config.vocab_size * config.hidden_size  # embedding: no matmul
+    n = config.num_parameters(active=True) - lookup
     attn = 12 * config.num_hidden_layers * seq_len * config.num_attention_heads * config.dim_head
     return 6 * n + attn
 
