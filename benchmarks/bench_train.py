@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ember.model.config import LlamaConfig
+
 REPO = Path(__file__).resolve().parents[1]
 SQUAD = REPO.parent / "shared" / "datasets" / "squad"
 
@@ -74,7 +76,11 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=10)
     ap.add_argument("--png", type=Path, default=REPO / "benchmarks" / "train_val_loss.png")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--replot", type=Path, help="summarise and plot this metrics.jsonl instead of training")
+    ap.add_argument("--peak-gflops", type=float, help="with --replot: the matmul peak measured by the run")
     args = ap.parse_args()
+    if args.replot:
+        return replot(args.replot, args.peak_gflops, args)
     corpus = [SQUAD / "v2-train-source.json", SQUAD / "dev-v1.1.json"]
     peak = matmul_peak()
     print(f"fp32 matmul peak measured: {peak / 1e9:.1f} GFLOP/s ({torch.get_num_threads()} threads)", flush=True)
@@ -95,21 +101,35 @@ def main() -> None:
         result = train(model, data, cfg, Path(td) / "run", val=val,
                        on_record=lambda r: print(json.dumps(r), flush=True) if "val_loss" in r else None)
         wall = time.perf_counter() - t0
-    steps = [r for r in result.history if "tokens_per_s" in r][2:]  # skip warm-up steps
+    summarize(result.history, config, cfg.tokens_per_step, peak, wall, args.png, args.json)
+
+
+def summarize(history: list[dict[str, float]], config: LlamaConfig, tokens_per_step: int, peak: float, wall: float,
+              png: Path, json_path: Path | None) -> None:
+    steps = [r for r in history if "tokens_per_s" in r][2:]  # skip warm-up steps
     tok_s = statistics.median(r["tokens_per_s"] for r in steps)
     flops = statistics.median(r["flops_per_s"] for r in steps)
-    vals = [r["val_loss"] for r in result.history if "val_loss" in r]
-    out = {"params_m": config.num_parameters() / 1e6, "tokens_per_step": cfg.tokens_per_step,
-           "median_tokens_per_s": tok_s, "median_flops_per_s": flops, "matmul_peak_flops": peak,
-           "mfu_vs_measured_peak": flops / peak, "wall_s": wall, "steps": args.steps,
-           "val_loss_first": vals[0], "val_loss_last": vals[-1], "history": result.history}
-    print(f"micro ({out['params_m']:.1f} M params): {tok_s:,.0f} tok/s, {flops / 1e9:.1f} GFLOP/s, "
-          f"MFU {100 * flops / peak:.1f} % of the measured fp32 matmul peak; val loss {vals[0]:.3f} -> {vals[-1]:.3f} "
-          f"in {args.steps} steps ({wall:.0f} s)")
-    plot(result.history, args.png, f"micro ({out['params_m']:.0f}M) on SQuAD paragraphs, {cfg.tokens_per_step} "
-                                   f"tokens/step, CPU")
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    vals = [(int(r["step"]), r["val_loss"]) for r in history if "val_loss" in r]
+    last = int(history[-1]["step"])
+    params = config.num_parameters() / 1e6
+    out = {"params_m": params, "tokens_per_step": tokens_per_step, "median_tokens_per_s": tok_s,
+           "median_flops_per_s": flops, "matmul_peak_flops": peak, "mfu_vs_measured_peak": flops / peak,
+           "wall_s": wall, "steps": last, "val_losses": vals, "history": history}
+    print(f"micro ({params:.1f} M params): {tok_s:,.0f} tok/s, {flops / 1e9:.2f} GFLOP/s, "
+          f"MFU {100 * flops / peak:.1f} % of the measured fp32 matmul peak; val loss {vals[0][1]:.3f} (step "
+          f"{vals[0][0]}) -> {vals[-1][1]:.3f} (step {vals[-1][0]}), {last} steps")
+    plot(history, png, f"micro ({params:.0f}M) on SQuAD paragraphs, {tokens_per_step} tokens/step, CPU")
+    if json_path:
+        json_path.write_text(json.dumps(out, indent=2) + "\n")
+
+
+def replot(metrics: Path, peak_gflops: float, args: argparse.Namespace) -> None:
+    """Figures from the metrics.jsonl of a run that was stopped early."""
+    from ember.model.config import PRESETS
+
+    history = [json.loads(line) for line in metrics.open()]
+    config = dataclasses.replace(PRESETS["micro"], vocab_size=8192)
+    summarize(history, config, args.seq_len * args.batch_size, peak_gflops * 1e9, float("nan"), args.png, args.json)
 
 
 if __name__ == "__main__":
