@@ -5,8 +5,10 @@ for the shortest answer found in the passages. Unanswerable SQuAD v2 questions (
 hold the answer) teach the fixed reply `NOT_IN_CONTEXT`. Distractor paragraphs from the same article are
 mixed in, shuffled, so the model must find the right passage, as it must after retrieval.
 
-NOTE: `grounded_messages` must produce the same messages as the RAG pipeline's prompt builder
-(ember.retrieval.rag, being written on the `server` branch); when it lands, make this call it.
+NOTE: this prompt does NOT yet match the RAG pipeline's (ember.retrieval.rag.RagPipeline.build_prompt, merged
+since: passages go in the system message after its own SYSTEM_PROMPT, as "[n] (source, where)\ntext", the
+user message is the bare question, and its refusal wording differs). model/ cannot import retrieval/, so the
+next step is to mirror that layout here, test the equality in tests/ (which may import both), and retrain.
 """
 
 from __future__ import annotations
