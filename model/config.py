@@ -64,6 +64,9 @@ class LlamaConfig:
     eos_token_id: int | list[int] | None = 2
     pad_token_id: int | None = None
     hidden_act: str = "silu"
+    num_local_experts: int = 0  # > 0: Mixtral-style sparse MoE feed-forward (exports as MixtralForCausalLM)
+    num_experts_per_tok: int = 2  # experts each token is routed to (MoE only)
+    router_aux_loss_coef: float = 0.02  # weight of the load-balancing loss in training (MoE only)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown HF keys, written back verbatim
 
     def __post_init__(self) -> None:
@@ -90,6 +93,10 @@ class LlamaConfig:
             raise ConfigError(f"head_dim={self.head_dim} must be even for rotary embeddings")
         if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
             raise ConfigError("rms_norm_eps and rope_theta must be > 0")
+        if self.num_local_experts < 0 or (self.num_local_experts and
+                                          not 1 <= self.num_experts_per_tok <= self.num_local_experts):
+            raise ConfigError(f"num_experts_per_tok={self.num_experts_per_tok} must be between 1 and "
+                              f"num_local_experts={self.num_local_experts}")
         if self.hidden_act != "silu":
             raise UnsupportedModelError(f"hidden_act={self.hidden_act!r} is not supported (only 'silu')")
 
@@ -109,10 +116,16 @@ class LlamaConfig:
         eos = self.eos_token_id
         return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
 
-    def num_parameters(self) -> int:
+    @property
+    def is_moe(self) -> bool:
+        return self.num_local_experts > 0
+
+    def num_parameters(self, active: bool = False) -> int:
+        """All parameters; with `active`, those one token uses (MoE: only its top-k experts)."""
         h, i, v, hd = self.hidden_size, self.intermediate_size, self.vocab_size, self.dim_head
         attn = h * hd * (self.num_attention_heads * 2 + self.n_kv_heads * 2)
-        layer = attn + 3 * h * i + 2 * h
+        experts = (self.num_experts_per_tok if active else self.num_local_experts) if self.is_moe else 1
+        layer = attn + experts * 3 * h * i + 2 * h + (h * self.num_local_experts if self.is_moe else 0)
         return v * h * (1 if self.tie_word_embeddings else 2) + self.num_hidden_layers * layer + h
 
     # ---- HF config.json ------------------------------------------------------------------------
@@ -121,10 +134,11 @@ class LlamaConfig:
         """From the dict of an HF `config.json` (transformers 4.x or 5.x spelling)."""
         arch = hf.get("architectures") or ["LlamaForCausalLM"]
         model_type = hf.get("model_type", "llama")
-        if model_type != "llama" or "LlamaForCausalLM" not in arch:
+        if (model_type, arch[0]) not in (("llama", "LlamaForCausalLM"), ("mixtral", "MixtralForCausalLM")):
             raise UnsupportedModelError(
                 f"model_type={model_type!r} architectures={arch} is not a Llama decoder",
-                hint="Ember runs LlamaForCausalLM checkpoints (Llama, SmolLM, TinyLlama, Mistral-style).",
+                hint="Ember runs LlamaForCausalLM checkpoints (Llama, SmolLM, TinyLlama, Mistral-style) and "
+                     "MixtralForCausalLM.",
             )
         hf = dict(hf)
         # transformers 5 moves rope_theta/rope_scaling into rope_parameters.
@@ -145,7 +159,7 @@ class LlamaConfig:
         known = {f.name for f in fields(cls)} - {"rope_scaling", "rope_theta", "extra"}
         kwargs = {k: v for k, v in hf.items() if k in known}
         skip = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
-                "quantization_config", "_name_or_path", "_model_name_or_path", "use_cache"}
+                "quantization_config", "_name_or_path", "_model_name_or_path", "use_cache", "output_router_logits"}
         extra = {k: v for k, v in hf.items() if k not in known and k not in skip}
         if hf.get("pretraining_tp", 1) != 1:
             raise UnsupportedModelError(f"pretraining_tp={hf['pretraining_tp']} is not supported")
@@ -159,9 +173,13 @@ class LlamaConfig:
         d = asdict(self)
         d.pop("extra")
         d["rope_scaling"] = self.rope_scaling.to_hf() if self.rope_scaling else None
+        if not self.is_moe:
+            for k in ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef"):
+                d.pop(k)
+        arch, model_type = ("MixtralForCausalLM", "mixtral") if self.is_moe else ("LlamaForCausalLM", "llama")
         return {
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
+            "architectures": [arch],
+            "model_type": model_type,
             **self.extra,
             **d,
             "torch_dtype": dtype,
