@@ -39,9 +39,12 @@ def _llg() -> Any:
 
 
 def _bounded(schema: Any) -> Any:
-    """A copy of `schema` whose strings without maxLength get MAX_STRING (grammar only; validation unchanged)."""
+    """A stricter copy of `schema` for the grammar (validation is unchanged): strings without maxLength get
+    MAX_STRING, and objects that list their properties admit no others unless they say so."""
     if isinstance(schema, dict):
         out = {k: _bounded(v) for k, v in schema.items()}
+        if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
+            out["additionalProperties"] = False
         if out.get("type") == "string" and "maxLength" not in out and "enum" not in out and "const" not in out:
             out["maxLength"] = MAX_STRING
         return out

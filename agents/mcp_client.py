@@ -13,6 +13,7 @@ import asyncio
 import atexit
 import contextlib
 import json
+import tempfile
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -86,9 +87,19 @@ class _Session:
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
+        # a stdio server's stderr (its logs) goes to a temporary file, quoted when it fails to start
+        self.errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+
+    def stderr_tail(self, n: int = 1500) -> str:
+        try:
+            self.errlog.seek(0)
+            return self.errlog.read()[-n:].strip()
+        except (OSError, ValueError):
+            return ""
 
     async def run(self) -> None:
         import mcp
+        from mcp.client.stdio import stdio_client
         from mcp.client.streamable_http import streamable_http_client
         from mcp.shared._httpx_utils import create_mcp_http_client
 
@@ -97,7 +108,8 @@ class _Session:
             async with contextlib.AsyncExitStack() as stack:
                 if c.command is not None:
                     params = mcp.StdioServerParameters(command=c.command, args=c.args, env=c.env or None, cwd=c.cwd)
-                    client = mcp.Client(params, mode="legacy", read_timeout_seconds=c.timeout_s)
+                    client = mcp.Client(stdio_client(params, errlog=self.errlog), mode="legacy",
+                                        read_timeout_seconds=c.startup_timeout_s)
                 else:
                     assert c.url is not None
                     headers = dict(c.headers)
@@ -105,7 +117,7 @@ class _Session:
                         headers["Authorization"] = f"Bearer {c.bearer_token}"
                     http = await stack.enter_async_context(create_mcp_http_client(headers=headers))
                     client = mcp.Client(streamable_http_client(c.url, http_client=http),
-                                        read_timeout_seconds=c.timeout_s)
+                                        read_timeout_seconds=c.startup_timeout_s)
                 self.client = await stack.enter_async_context(client)
                 listing = await client.list_tools()
                 self.tools = list(listing.tools)
@@ -152,8 +164,10 @@ class McpHub:
                 raise McpError(f"MCP server {c.name!r} did not start within {c.startup_timeout_s:g}s",
                                hint="Check its command line or URL in ember.toml [mcpServers].") from None
             if session.error is not None:
+                log = session.stderr_tail()
                 self.close()
-                raise McpError(f"MCP server {c.name!r} failed to start: {_describe(session.error)}",
+                raise McpError(f"MCP server {c.name!r} failed to start: {_describe(session.error)}"
+                               + (f"\nits stderr:\n{log}" if log else ""),
                                hint="Check its command line or URL in ember.toml [mcpServers].")
         return self
 
@@ -168,7 +182,7 @@ class McpHub:
                 schema = t.input_schema if isinstance(t.input_schema, dict) else {"type": "object"}
                 out.append(Tool(f"{name}.{t.name}" if prefix else t.name, t.description or t.name,
                                 dict(schema), self._caller(name, t.name), mutating=not read_only,
-                                output_schema=t.output_schema))
+                                output_schema=t.output_schema, origin=name))
         return out
 
     def _caller(self, server: str, tool: str) -> Any:
@@ -188,6 +202,11 @@ class McpHub:
         except (FutureTimeout, TimeoutError):
             raise ToolError(f"{server}.{tool} did not answer within {timeout:g}s") from None
         except Exception as e:
+            from mcp import MCPError
+            from mcp_types import REQUEST_TIMEOUT
+
+            if isinstance(e, MCPError) and e.code == REQUEST_TIMEOUT:
+                raise ToolError(f"{server}.{tool} did not answer within {timeout:g}s") from None
             raise ToolError(f"{server}.{tool} failed: {_describe(e)}") from None
         text, is_error = observation(result)
         if is_error:
@@ -204,6 +223,8 @@ class McpHub:
         for task in self._tasks.values():
             with contextlib.suppress(Exception):
                 task.result(10)
+        for s in self.sessions.values():
+            s.errlog.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._loop.is_running():

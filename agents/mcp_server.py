@@ -9,6 +9,7 @@ The library code takes its collaborators as arguments; platform/ builds them fro
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.agents.tools import ToolError
+from ember.model.errors import EmberError
 
 URI_PREFIX = "ember://"
 
@@ -147,19 +149,34 @@ def _join(chunks: Sequence[Any]) -> str:
 def build_server(library: Library) -> Any:
     """An `MCPServer` exposing `library`. Run it with `.run("stdio")` or serve `http_app(...)`."""
     from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver.exceptions import ResourceNotFoundError
+    from mcp.server.mcpserver.exceptions import ToolError as McpToolError
     from mcp.server.mcpserver.resources import FunctionResource
     from mcp.types import ToolAnnotations
+
+    def anticipated(fn: Callable[..., str]) -> Callable[..., str]:
+        """Errors the caller caused (EmberError: no such collection, bad k) reach the client with their text;
+        the SDK withholds the text of any other exception."""
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            try:
+                return fn(*args, **kwargs)
+            except EmberError as e:
+                raise McpToolError(e.message) from e
+        return wrapper
 
     server = MCPServer("ember", instructions="Search and question the document collections of an Ember install.",
                        log_level="WARNING")
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(annotations=read_only)
+    @anticipated
     def list_collections() -> str:
         """List the document collections: name, number of documents and chunks, embedder."""
         return json.dumps(library.list_collections())
 
     @server.tool(annotations=read_only)
+    @anticipated
     def search_documents(collection: str, query: str, k: int = 5) -> str:
         """Search a collection (hybrid dense + BM25); returns the best passages with source and score.
 
@@ -173,6 +190,7 @@ def build_server(library: Library) -> Any:
         return json.dumps(library.search(collection, query, k), ensure_ascii=False)
 
     @server.tool(annotations=read_only)
+    @anticipated
     def ask(collection: str, question: str) -> str:
         """Answer a question from a collection's documents with the configured model, citing sources.
 
@@ -193,8 +211,11 @@ def build_server(library: Library) -> Any:
     def document(collection: str, document_id: str) -> str:
         """A document of a collection, as text."""
         if not document_id.isdigit():
-            raise ToolError(f"document id must be a number, got {document_id!r}")
-        return library.read_document(collection, int(document_id))
+            raise ResourceNotFoundError(f"document id must be a number, got {document_id!r}")
+        try:
+            return library.read_document(collection, int(document_id))
+        except EmberError as e:
+            raise ResourceNotFoundError(e.message) from e
 
     return server
 

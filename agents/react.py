@@ -33,13 +33,15 @@ SYSTEM_PROMPT = """You solve the user's task step by step, using tools.
 Tools (call one at a time; "arguments" must follow the tool's JSON schema):
 {tools}
 
-Reply in exactly this format:
-Thought: <one line: what to do next>
-Action: {{"name": "<tool name>", "arguments": {{<arguments as JSON>}}}}
+Each reply is one Thought line and then one Action line with a JSON tool call, or one Final Answer.
+Example with a weather tool:
+Thought: I need the weather in Paris, so I call the weather tool.
+Action: {{"name": "get_weather", "arguments": {{"city": "Paris"}}}}
+Observation: {{"temperature_c": 18}}
+Thought: The observation answers the question.
+Final Answer: It is 18 °C in Paris."""
 
-You will then receive "Observation: <the tool's result>". When you know the answer, reply:
-Thought: <one line>
-Final Answer: <the answer>"""
+OBSERVATION = "Observation: {result}\n(If this answers the task, reply with a Thought and the Final Answer.)"
 
 CORRECTION = ('Your reply could not be parsed ({error}). Reply with "Thought: ..." and then either '
               '"Action: {{\\"name\\": \\"<tool>\\", \\"arguments\\": {{...}}}}" or "Final Answer: ...".')
@@ -127,7 +129,7 @@ class Agent:
         if self.format == "native":
             messages.append({"role": "tool", "name": step.tool or "", "content": text})
         else:
-            messages.append({"role": "user", "content": f"Observation: {text}"})
+            messages.append({"role": "user", "content": OBSERVATION.format(result=text)})
 
     # ---- tools ---------------------------------------------------------------------------------------
     def _call(self, parsed: Parsed, step: Step) -> str:

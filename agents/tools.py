@@ -90,6 +90,7 @@ class Tool:
     fn: Callable[..., Any]
     mutating: bool = False  # can change something outside the agent: needs an explicit allow-list entry
     output_schema: Json | None = None
+    origin: str = ""  # the MCP server it comes from; the allow-list also matches "origin.name"
     _validator: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -160,15 +161,16 @@ class Toolbox:
         for t in tools:
             if t.name in self.tools:
                 raise ConfigError(f"two tools are named {t.name!r}", hint="Rename one of the MCP servers.")
-            if t.mutating and not self._allowed(t.name):
+            if t.mutating and not self._allowed(t.name, t.origin):
                 self.refused.append(t.name)
                 continue
             self.tools[t.name] = t
 
-    def _allowed(self, name: str) -> bool:
+    def _allowed(self, name: str, origin: str) -> bool:
         import fnmatch
 
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in self.allow)
+        names = [name, f"{origin}.{name}"] if origin else [name]
+        return any(fnmatch.fnmatchcase(n, pattern) for pattern in self.allow for n in names)
 
     def __contains__(self, name: str) -> bool:
         return name in self.tools

@@ -101,10 +101,14 @@ class Trace:
 def render_step(s: Step) -> str:
     head = f"[{s.index}] ({s.llm_s:.1f}s, {s.completion_tokens} tokens)"
     if s.kind == "malformed":
-        return f"{head} unparsable reply: {s.output.strip()[:300]!r}\n    -> {s.observation}"
+        fix = f"\n    -> {s.observation}" if s.observation else ""
+        return f"{head} unparsable reply: {s.output.strip()[:300]!r}{fix}"
     body = f"{head} Thought: {s.thought}" if s.thought else head
     if s.kind == "final":
         return body
     args = json.dumps(s.arguments, ensure_ascii=False)
-    obs = (s.observation or "").strip().replace("\n", "\n       ")
-    return f"{body}\n    Action: {s.tool} {args}  ({s.tool_s:.2f}s)\n    Observation: {obs[:800]}"
+    line = f"{body}\n    Action: {s.tool} {args}  ({s.tool_s:.2f}s)"
+    if s.observation is None:
+        return line + (f"  [{s.error}]" if s.error else "")
+    obs = s.observation.strip().replace("\n", "\n       ")
+    return f"{line}\n    Observation: {obs[:800]}"
