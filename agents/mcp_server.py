@@ -25,7 +25,7 @@ from ember.model.errors import EmberError
 URI_PREFIX = "ember://"
 
 
-@dataclass(slots=True)
+@dataclass
 class Library:
     """What the server exposes: the collections under `data_dir`, an embedder per spec and (for `ask`) a
     backend, both made lazily on first use and then shared."""
