@@ -15,13 +15,14 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from ember.agents.tools import Json, Tool
 from ember.model.errors import EmberError
 
 Mode = Literal["react", "call"]
-MAX_STRING = 300  # strings in a call are capped in the grammar so a rambling model cannot fill max_tokens
+MAX_STRING = 100  # strings in a call are capped in the grammar so a rambling model cannot fill max_tokens
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
@@ -115,8 +116,7 @@ class GrammarProcessor:
     def __init__(self, matcher: Any, vocab_size: int) -> None:
         self.matcher, self.vocab_size = matcher, vocab_size
         self.consumed = 0
-        self.mask = torch.full(((vocab_size + 31) // 32,), -1, dtype=torch.int32)
-        self._bits = torch.arange(32, dtype=torch.int32)
+        self.mask = np.full(((vocab_size + 31) // 32,), -1, dtype=np.int32)
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         new = output_ids[self.consumed:]
@@ -125,8 +125,12 @@ class GrammarProcessor:
             self.consumed = len(output_ids)
         if self.matcher.is_error():
             raise GrammarError(f"the grammar matcher failed: {self.matcher.get_error()}")
-        self.matcher.unsafe_compute_mask_ptr(self.mask.data_ptr(), self.mask.numel() * 4)
-        allowed = ((self.mask.unsqueeze(-1) >> self._bits) & 1).flatten()[:logits.shape[-1]].bool()
-        if logits.shape[-1] > allowed.numel():  # a model vocabulary larger than the tokenizer's
-            allowed = torch.cat([allowed, allowed.new_zeros(logits.shape[-1] - allowed.numel())])
-        return logits.masked_fill_(~allowed.to(logits.device), float("-inf"))
+        self.matcher.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
+        v = logits.shape[-1]
+        forbidden = np.unpackbits(self.mask.view(np.uint8), bitorder="little")[:v] == 0  # bit i = token i allowed
+        if v > forbidden.size:  # a model vocabulary larger than the tokenizer's
+            forbidden = np.concatenate([forbidden, np.ones(v - forbidden.size, dtype=bool)])
+        if logits.device.type == "cpu" and logits.is_contiguous():  # numpy: no torch thread-pool round trip
+            logits.numpy()[forbidden] = -np.inf
+            return logits
+        return logits.masked_fill_(torch.from_numpy(forbidden).to(logits.device), float("-inf"))
