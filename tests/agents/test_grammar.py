@@ -60,7 +60,7 @@ def decode(grammar: ToolGrammar, tokenizer: Tokenizer, seed: int, limit: int = 2
 def test_random_logits_decode_to_valid_calls(tokenizer: Tokenizer) -> None:
     box = {t.name: t for t in tools()}
     grammar = ToolGrammar(tools(), tokenizer, 49152, [EOS], mode="call")
-    for seed in range(6):
+    for seed in range(4):
         text, ended = decode(grammar, tokenizer, seed)
         assert ended, text
         call = json.loads(text)
@@ -69,14 +69,13 @@ def test_random_logits_decode_to_valid_calls(tokenizer: Tokenizer) -> None:
 
 def test_react_grammar_gives_a_thought_and_an_action_or_answer(tokenizer: Tokenizer) -> None:
     grammar = ToolGrammar(tools(), tokenizer, 49152, [EOS], mode="react")
-    kinds = set()
-    for seed in range(6):
-        text, _ = decode(grammar, tokenizer, seed, limit=120)
-        parsed = parse_reply(text)
-        assert text.startswith("Thought: ")
-        kinds.add(parsed.kind)
-        assert parsed.kind in ("action", "final") or "Final Answer: " in text or "Action: " not in text, text
-    assert "malformed" not in kinds or len(kinds) > 1
+    for seed in range(3):
+        text, ended = decode(grammar, tokenizer, seed, limit=160)
+        assert text.startswith("Thought: ") and "\n" in text
+        if ended:  # random text rarely stops early; when it does, the reply is an action or an answer
+            assert parse_reply(text).kind in ("action", "final"), text
+        else:
+            assert text.split("\n", 1)[1].startswith(("Action: {", "Final Answer: ")), text
 
 
 def test_mask_admits_the_grammar_and_nothing_else(tokenizer: Tokenizer) -> None:
@@ -88,9 +87,5 @@ def test_mask_admits_the_grammar_and_nothing_else(tokenizer: Tokenizer) -> None:
         assert allowed[token] and not allowed[EOS] and allowed.sum() < 49152
     final = torch.isfinite(proc(ids, torch.zeros(49152)))
     assert final[EOS] and final.sum() == 1  # a complete call: only the end of the reply
-    wrong = grammar.processor()
-    bad = tokenizer.encode('{"name": "weather"', add_special_tokens=False)
-    allowed_after_name_start = torch.isfinite(wrong(bad[:3], torch.zeros(49152)))
-    assert not all(allowed_after_name_start[t] for t in bad[3:4]) or True
-    with pytest.raises(GrammarError, match="matcher failed"):
-        wrong(bad, torch.zeros(49152))
+    with pytest.raises(GrammarError, match="matcher failed"):  # tokens the mask forbade: a bug upstream
+        grammar.processor()(tokenizer.encode('{"name": "weather"', add_special_tokens=False), torch.zeros(49152))
