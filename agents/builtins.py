@@ -21,23 +21,23 @@ _CONSTS = {"pi": math.pi, "e": math.e}
 MAX_EXPONENT = 10_000
 
 
-def _eval(node: ast.AST) -> float | int:
+def _eval(node: ast.AST) -> Any:
     if isinstance(node, ast.Expression):
         return _eval(node.body)
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value  # type: ignore[no-any-return]
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
     if isinstance(node, ast.Name) and node.id in _CONSTS:
         return _CONSTS[node.id]
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
             raise ToolError(f"exponent {right} is too large")
-        return _BINARY[type(node.op)](left, right)  # type: ignore[no-any-return]
+        return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval(node.operand))  # type: ignore[no-any-return]
+        return _UNARY[type(node.op)](_eval(node.operand))
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
             and not node.keywords):
-        return _FUNCS[node.func.id](*(_eval(a) for a in node.args))  # type: ignore[no-any-return]
+        return _FUNCS[node.func.id](*(_eval(a) for a in node.args))
     raise ToolError(f"not arithmetic: {ast.unparse(node)!r} (use numbers, + - * / // % **, parentheses, "
                     f"{', '.join(_FUNCS)})")
 

@@ -87,8 +87,9 @@ class _Session:
         self.ready = asyncio.Event()
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
-        # a stdio server's stderr (its logs) goes to a temporary file, quoted when it fails to start
-        self.errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")
+        # a stdio server's stderr (its logs) goes to a temporary file, quoted when it fails to start; the
+        # hub closes it
+        self.errlog = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115
 
     def stderr_tail(self, n: int = 1500) -> str:
         try:

@@ -93,7 +93,7 @@ def as_call(obj: Any) -> tuple[str, Any] | None:
     name = next((obj[k] for k in NAME_KEYS if isinstance(obj.get(k), str)), None)
     if name is None:
         return None
-    args = next((obj[k] for k in ARG_KEYS if k in obj), {})
+    args: Any = next((obj[k] for k in ARG_KEYS if k in obj), {})
     if isinstance(args, str):  # arguments as a JSON string (OpenAI wire format)
         args = loads(args) if args.strip() else {}
     return name.strip(), args

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,12 @@ def tools() -> list[Any]:
     return [*basic_tools(), Tool.from_function(convert_time), Tool.from_function(search_collection)]
 
 
+def convert_request(rng: random.Random) -> str:
+    a, b = rng.sample(CITIES, 2)
+    hhmm = f"{rng.randint(0, 23):02d}:{rng.choice(['00', '15', '30', '45'])}"
+    return f"It is {hhmm} in {a[0]}. What time is it in {b[0]}?"
+
+
 def prompts(n: int, seed: int = 0) -> list[str]:
     """n user requests, each answerable by one call of one of the four tools."""
     rng = random.Random(seed)
@@ -64,8 +69,7 @@ def prompts(n: int, seed: int = 0) -> list[str]:
         lambda: f"How much is {rng.randint(1, 99)}% of {rng.randint(100, 5000)}?",
         lambda: f"What time is it now in {rng.choice(CITIES)[0]}?",
         lambda: f"Tell me the current date and time in {rng.choice(CITIES)[1]}.",
-        lambda: (lambda a, b: f"It is {rng.randint(0, 23):02d}:{rng.choice(['00', '15', '30', '45'])} in {a[0]}. "
-                 f"What time is it in {b[0]}?")(*rng.sample(CITIES, 2)),
+        lambda: convert_request(rng),
         lambda: f"Find documents about {rng.choice(TOPICS)}.",
         lambda: f"Search the docs for the {rng.randint(2, 5)} best passages on {rng.choice(TOPICS)}.",
     ]
@@ -149,4 +153,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -93,7 +93,8 @@ class McpServerSettings(BaseModel):
     def _one_transport(self) -> McpServerSettings:
         if (self.command is None) == (self.url is None):
             raise ValueError("give exactly one of command (stdio) or url (streamable HTTP)")
-        if self.type == "stdio" and self.command is None or self.type in ("http", "streamable-http") and self.url is None:
+        wants_url = self.type in ("http", "streamable-http")
+        if (self.type == "stdio" and self.command is None) or (wants_url and self.url is None):
             raise ValueError(f"type={self.type!r} does not match the command/url given")
         return self
 
@@ -139,7 +140,7 @@ class Settings(BaseSettings):
                                          description="ingest and search defaults")
     agents: AgentSettings = Field(default_factory=AgentSettings, description="`ember agent` defaults")
     mcp: McpServeSettings = Field(default_factory=McpServeSettings, description="`ember mcp serve`")
-    mcpServers: dict[str, McpServerSettings] = Field(  # noqa: N815 (the key every MCP client config uses)
+    mcpServers: dict[str, McpServerSettings] = Field(
         default_factory=dict, description="MCP servers agents can use, by name")
 
     @property

@@ -50,7 +50,8 @@ def agent(ctx: typer.Context,
                                                               "over this collection")] = None,
           mcp: Annotated[list[str] | None, typer.Option("--mcp", help="an [mcpServers] entry to use (repeatable; "
                                                                       "'all' for every one)")] = None,
-          max_steps: Annotated[int | None, typer.Option(help="model replies at most (default agents.max_steps)")] = None,
+          max_steps: Annotated[int | None,
+                               typer.Option(help="model replies at most (default agents.max_steps)")] = None,
           max_seconds: Annotated[float | None, typer.Option(help="wall-clock cap (default agents.max_seconds)")] = None,
           trace: Annotated[Path | None, typer.Option(help="save the full trace as JSON here")] = None,
           constrained: Annotated[bool | None, typer.Option(

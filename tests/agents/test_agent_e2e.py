@@ -53,4 +53,4 @@ def test_ember_agent_cli_with_the_real_model_and_mcp_server_time(tmp_path: Path,
                                               for s in trace.steps)
     assert trace.messages[0]["role"] == "system" and trace.messages[1] == {"role": "user", "content": QUESTION}
     assert all(s.kind != "malformed" for s in trace.steps)  # constrained decoding: every reply parses
-    assert f"[1] (" in out.stdout and trace.status in out.stdout
+    assert "[1] (" in out.stdout and trace.status in out.stdout

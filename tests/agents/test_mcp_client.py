@@ -70,7 +70,7 @@ def test_one_session_per_run_and_no_process_outlives_the_hub() -> None:
         assert [hub.call_tool("bad", "counter", {}) for _ in range(3)] == ["1", "2", "3"]  # one stateful session
         pid = json.loads(hub.call_tool("bad", "pid", {}))["pid"]
         assert alive(pid)
-        with pytest.raises(ToolError, match="fail reported an error: .*boom"):
+        with pytest.raises(ToolError, match=r"fail reported an error: .*boom"):
             hub.call_tool("bad", "fail", {"message": "boom"})
     finally:
         hub.close()
@@ -84,7 +84,7 @@ def test_server_that_crashes_mid_call() -> None:
     config = McpServerConfig("bad", command=sys.executable, args=[MISBEHAVING], timeout_s=20)
     with McpHub([config]) as hub:
         t0 = time.monotonic()
-        with pytest.raises(ToolError, match="bad.crash failed|not running"):
+        with pytest.raises(ToolError, match=r"bad\.crash failed|not running"):
             hub.call_tool("bad", "crash", {"reason": "test"})
         assert time.monotonic() - t0 < 15  # noticed the dead process, did not wait for the timeout
         with pytest.raises(ToolError):

@@ -45,24 +45,32 @@ def env_for(data_dir: Path, **extra: str) -> dict[str, str]:
         | extra
 
 
+def text(result: object) -> str:
+    block = result.content[0]  # type: ignore[attr-defined]
+    assert isinstance(block, mcp.types.TextContent)
+    return block.text
+
+
 async def exercise(client: mcp.Client) -> None:
     tools = {t.name: t for t in (await client.list_tools()).tools}
     assert set(tools) == {"list_collections", "search_documents", "ask"}
     assert tools["search_documents"].input_schema["required"] == ["collection", "query"]
-    assert tools["search_documents"].annotations.read_only_hint
-    listed = json.loads((await client.call_tool("list_collections", {})).content[0].text)
+    annotations = tools["search_documents"].annotations
+    assert annotations is not None and annotations.read_only_hint
+    listed = json.loads(text(await client.call_tool("list_collections", {})))
     assert listed == [{"name": "animals", "documents": 3, "chunks": 3, "embedder": listed[0]["embedder"]}]
     result = await client.call_tool("search_documents", {"collection": "animals", "query": "Where do quokkas live?",
                                                          "k": 2})
-    hits = json.loads(result.content[0].text)
+    hits = json.loads(text(result))
     assert not result.is_error and len(hits) == 2 and hits[0]["source"].endswith("quokkas.md")
     assert "Rottnest Island" in hits[0]["text"]
     missing = await client.call_tool("search_documents", {"collection": "nope", "query": "x"})
-    assert missing.is_error and "nope" in missing.content[0].text and "animals" in missing.content[0].text
+    assert missing.is_error and "nope" in text(missing) and "animals" in text(missing)
     resources = (await client.list_resources()).resources
     assert len(resources) == 3 and {r.name for r in resources} >= {"Quokkas", "Bridges"}
     quokka = next(r for r in resources if r.name == "Quokkas")
     body = (await client.read_resource(str(quokka.uri))).contents[0]
+    assert isinstance(body, mcp.types.TextResourceContents)
     assert "Rottnest Island" in body.text and str(quokka.uri) == hits[0]["uri"]
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from ember.agents.builtins import basic_tools
 from ember.agents.react import Agent, AgentConfig
 from ember.agents.tools import Tool
-from ember.agents.trace import Trace
+from ember.agents.trace import Step, Trace
 
 from .scripted import ScriptedBackend
 
@@ -17,14 +18,14 @@ def call(name: str, **args: object) -> str:
     return f"Thought: use {name}\nAction: {json.dumps({'name': name, 'arguments': args})}"
 
 
-def run(replies: list[str], tools: list[Tool] | None = None, **config: object) -> tuple[Trace, ScriptedBackend]:
+def run(replies: list[Any], tools: list[Tool] | None = None, **config: object) -> tuple[Trace, ScriptedBackend]:
     backend = ScriptedBackend(replies)
-    agent = Agent(backend, tools if tools is not None else basic_tools(), AgentConfig(**config))  # type: ignore[arg-type]
+    agent = Agent(backend, tools if tools is not None else basic_tools(), AgentConfig(**config))
     return agent.run("How much is (3 + 4) * 6, and what is the UTC offset in Tokyo?"), backend
 
 
 def test_scripted_multi_step_run_and_trace(tmp_path: Path) -> None:
-    seen = []
+    seen: list[Step] = []
     backend = ScriptedBackend([call("calculator", expression="(3 + 4) * 6"),
                                call("current_time", timezone="Asia/Tokyo"),
                                "Thought: done\nFinal Answer: 42, and Tokyo is UTC+09:00"])
@@ -84,7 +85,7 @@ def test_step_cap() -> None:
 
 
 def test_repeated_identical_call_ends_the_loop() -> None:
-    trace, backend = run([call("calculator", expression="6*7")], max_steps=10)
+    trace, _backend = run([call("calculator", expression="6*7")], max_steps=10)
     assert trace.status == "repeated_call" and len(trace.steps) == 3
     assert trace.steps[1].error == "repeated" and "You already called calculator" in trace.steps[1].observation
     assert "called 3 times" in trace.detail

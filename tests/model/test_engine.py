@@ -143,7 +143,8 @@ class ForceTokens:
     """A LogitsProcessor that only allows `script[i]` at output position i (then EOS)."""
 
     def __init__(self, script: list[int], eos: int) -> None:
-        self.script, self.eos, self.seen = script, eos, []
+        self.script, self.eos = script, eos
+        self.seen: list[list[int]] = []
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         self.seen.append(list(output_ids))
