@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from ember.agents.tools import ToolError
 from ember.model.errors import EmberError
@@ -231,13 +231,14 @@ def check_key(token: str, keys: Sequence[str]) -> bool:
 
 
 class BearerAuth:
-    """ASGI middleware: HTTP requests need `Authorization: Bearer <key>` with a key `check` accepts."""
+    """ASGI middleware: while `required()` (asked per request, so keys created or revoked meanwhile count),
+    HTTP requests need `Authorization: Bearer <key>` with a key `check` accepts."""
 
-    def __init__(self, app: Any, check: Callable[[str], bool]) -> None:
-        self.app, self.check = app, check
+    def __init__(self, app: Any, check: Callable[[str], bool], required: Callable[[], bool] = lambda: True) -> None:
+        self.app, self.check, self.required = app, check, required
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and self.required():
             header = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token or not self.check(token.strip()):
@@ -250,14 +251,31 @@ class BearerAuth:
         await self.app(scope, receive, send)
 
 
-def http_app(server: Any, api_keys: Sequence[str] = (), host: str = "127.0.0.1") -> Any:
-    """The streamable-HTTP ASGI app at /mcp, behind `BearerAuth` when API keys are configured."""
-    app = server.streamable_http_app(host=host)
+class KeyChecker(Protocol):
+    """A key store (e.g. the server's hashed keys): whether any key exists, and whether `key` is valid."""
+
+    def configured(self) -> bool: ...
+
+    def valid(self, key: str) -> bool: ...
+
+
+def http_app(server: Any, api_keys: Sequence[str] = (), store: KeyChecker | None = None,
+             host: str = "127.0.0.1") -> Any:
+    """The streamable-HTTP ASGI app at /mcp. Requests need a bearer key when `api_keys` is non-empty or the
+    store has keys; a key from either is accepted."""
     keys = list(api_keys)
-    return BearerAuth(app, lambda token: check_key(token, keys)) if keys else app
+
+    def required() -> bool:
+        return bool(keys) or (store is not None and store.configured())
+
+    def check(token: str) -> bool:
+        return check_key(token, keys) or (store is not None and store.valid(token))
+
+    return BearerAuth(server.streamable_http_app(host=host), check, required)
 
 
-def serve_http(server: Any, host: str, port: int, api_keys: Sequence[str] = ()) -> None:
+def serve_http(server: Any, host: str, port: int, api_keys: Sequence[str] = (), store: KeyChecker | None = None,
+               ) -> None:
     import uvicorn
 
-    uvicorn.run(http_app(server, api_keys, host), host=host, port=port, log_level="warning")
+    uvicorn.run(http_app(server, api_keys, store, host), host=host, port=port, log_level="warning")

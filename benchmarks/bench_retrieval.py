@@ -56,7 +56,7 @@ def questions(n: int, skip: int = 0) -> list[str]:
 
 
 def passages(n: int) -> list[str]:
-    """Real passages: MS MARCO documents, then SQuAD paragraphs split in halves."""
+    """Real passages: MS MARCO documents, then SQuAD paragraphs cut into pieces of about 60 words."""
     out = []
     with open(DATASETS / "retrieval" / "msmarco-subset50" / "corpus.jsonl") as f:
         for line in f:
@@ -67,8 +67,7 @@ def passages(n: int) -> list[str]:
         for a in data["data"]:
             for p in a["paragraphs"]:
                 words = p["context"].split()
-                half = len(words) // 2
-                out += [" ".join(words[:half]), " ".join(words[half:])]
+                out += [" ".join(words[a:a + 60]) for a in range(0, len(words), 60)]
     if len(out) < n:
         raise SystemExit(f"only {len(out)} passages on disk, {n} wanted")
     return out[:n]

@@ -121,6 +121,19 @@ class McpServeSettings(BaseModel):
     api_keys: list[str] = Field(default_factory=list,
                                 description="keys HTTP clients must send as a bearer token; plain or "
                                             "'sha256:<hex digest>'. Empty = no authentication")
+class ServerSettings(BaseModel):
+    """`ember serve`: `[server]` in ember.toml, EMBER_SERVER__<KEY> in the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", min_length=1, description="address to listen on (non-loopback needs API keys)")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port)")
+    max_concurrent: int = Field(8, ge=1, le=1024, description="generations running at once")
+    max_queued: int = Field(16, ge=0, le=10_000, description="generations waiting; beyond this: 429")
+    retry_after_s: int = Field(2, ge=1, description="Retry-After seconds sent with a 429")
+    max_upload_mb: float = Field(20.0, gt=0, description="largest uploaded file")
+    context_window: int | None = Field(None, ge=64, description="RAG prompt + answer tokens; default: the model's")
+    max_tokens: int = Field(256, ge=1, description="default answer length when a request gives none")
+    min_score: float = Field(0.2, ge=-1, le=1, description="least cosine similarity of a passage RAG uses")
 
 
 class Settings(BaseSettings):
@@ -142,6 +155,7 @@ class Settings(BaseSettings):
     mcp: McpServeSettings = Field(default_factory=McpServeSettings, description="`ember mcp serve`")
     mcpServers: dict[str, McpServerSettings] = Field(
         default_factory=dict, description="MCP servers agents can use, by name")
+    server: ServerSettings = Field(default_factory=ServerSettings, description="`ember serve`")
 
     @property
     def models_dir(self) -> Path:

@@ -127,8 +127,9 @@ def serve(ctx: typer.Context,
           model: Annotated[str | None, typer.Option("--model", "-m", help="model for the `ask` tool")] = None,
           ) -> None:
     """Serve Ember's collections over MCP: tools list_collections, search_documents, ask, and every document
-    as a resource (ember://COLLECTION/DOCUMENT_ID). Over HTTP, mcp.api_keys (when set) are required as
-    bearer tokens."""
+    as a resource (ember://COLLECTION/DOCUMENT_ID). Over HTTP, once API keys exist (`ember keys create`, or
+    mcp.api_keys in ember.toml) every request needs one as a bearer token; without keys it serves only on
+    the loopback address."""
     from ember.agents.mcp_server import Library, build_server, serve_http
     from ember.platform.backends import make_backend
     from ember.platform.cli.common import device_for
@@ -150,9 +151,29 @@ def serve(ctx: typer.Context,
         if transport == "stdio":
             server.run("stdio")
         else:
+            from ember.platform.server.db import Database
+            from ember.platform.server.keys import AuthError, KeyStore
+
+            keys = KeyStore(Database(s.db_path))
+
+            class Store:  # the server's hashed keys (`ember keys create`), checked on every request
+                def configured(self) -> bool:
+                    return keys.configured()
+
+                def valid(self, key: str) -> bool:
+                    try:
+                        keys.check(key)
+                        return True
+                    except AuthError:
+                        return False
+
             h, p = host or s.mcp.host, port or s.mcp.port
-            auth = "API keys required" if s.mcp.api_keys else "no authentication (set mcp.api_keys)"
+            secured = bool(s.mcp.api_keys) or keys.configured()
+            if not secured and h not in ("127.0.0.1", "localhost", "::1"):
+                raise ConfigError(f"refusing to serve without API keys on {h}",
+                                  hint="Create a key with `ember keys create NAME` or set mcp.api_keys.")
+            auth = "API keys required" if secured else "no authentication (create one with `ember keys create`)"
             console.print(f"Ember MCP server on http://{h}:{p}/mcp · {auth}", soft_wrap=True)
-            serve_http(server, h, p, s.mcp.api_keys)
+            serve_http(server, h, p, s.mcp.api_keys, Store())
     finally:
         library.close()

@@ -74,12 +74,18 @@ async def exercise(client: mcp.Client) -> None:
     assert "Rottnest Island" in body.text and str(quokka.uri) == hits[0]["uri"]
 
 
-def test_stdio(data_dir: Path) -> None:
-    params = mcp.StdioServerParameters(command=EMBER, args=["mcp", "serve"], env=env_for(data_dir))
+def test_stdio_including_ask_with_the_real_model(data_dir: Path, smollm2_folder: Path) -> None:
+    params = mcp.StdioServerParameters(command=EMBER, args=["mcp", "serve", "--model", str(smollm2_folder)],
+                                       env=env_for(data_dir, EMBER_ENGINE__KV_CACHE_MB="128"))
 
     async def main() -> None:
-        async with mcp.Client(params, mode="legacy", read_timeout_seconds=120) as client:
+        async with mcp.Client(params, mode="legacy", read_timeout_seconds=180) as client:
             await exercise(client)
+            result = await client.call_tool("ask", {"collection": "animals", "question": "Where do quokkas live?"})
+            assert not result.is_error, text(result)
+            answer = json.loads(text(result))
+            assert answer["answer"].strip() and answer["citations"]
+            assert answer["citations"][0]["source"].endswith("quokkas.md")
 
     anyio.run(main)
 
@@ -91,7 +97,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def http_server(data_dir: Path) -> Iterator[str]:
+def store_key(data_dir: Path) -> str:
+    """A key made by `ember keys create` (the server's hashed key store), which `ember mcp serve` accepts."""
+    out = run("keys", "create", "mcp-test", cwd=data_dir, env={"EMBER_DATA_DIR": str(data_dir)})
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def http_server(data_dir: Path, store_key: str) -> Iterator[str]:
     port = free_port()
     env = env_for(data_dir, EMBER_MCP__API_KEYS='["sha256:' + __import__("hashlib").sha256(b"s3cret").hexdigest()
                   + '", "other-key"]')
@@ -123,7 +137,7 @@ def test_http_with_api_key(http_server: str) -> None:
     anyio.run(main)
 
 
-def test_http_refuses_requests_without_a_valid_key(http_server: str) -> None:
+def test_http_refuses_requests_without_a_valid_key(http_server: str, store_key: str) -> None:
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
         r = httpx.post(http_server, json=body, headers=headers, timeout=10)
@@ -131,10 +145,12 @@ def test_http_refuses_requests_without_a_valid_key(http_server: str) -> None:
         assert r.json()["error"]["type"] == "unauthorized"
     with pytest.raises(McpError, match="failed to start"):  # our client, with a wrong token
         McpHub([McpServerConfig("ember", url=http_server, bearer_token="wrong", startup_timeout_s=20)]).start()
-    # ... and with the right one (a plain key from the list): our client's HTTP transport end to end
-    with McpHub([McpServerConfig("ember", url=http_server, bearer_token="other-key")]) as hub:
-        hits = json.loads(hub.call_tool("ember", "search_documents", {"collection": "animals", "query": "tea"}))
-        assert hits[0]["source"].endswith("kettles.txt")
+    # ... and with the right ones (a plain key from mcp.api_keys; a key from `ember keys create`): our
+    # client's HTTP transport end to end
+    for key in ("other-key", store_key):
+        with McpHub([McpServerConfig("ember", url=http_server, bearer_token=key)]) as hub:
+            hits = json.loads(hub.call_tool("ember", "search_documents", {"collection": "animals", "query": "tea"}))
+            assert hits[0]["source"].endswith("kettles.txt")
 
 
 def test_ember_is_usable_from_python_without_the_console_script() -> None:

@@ -1,0 +1,95 @@
+"""The FastAPI app: routes per resource, OpenAI-style errors, API-key auth and request metrics.
+
+Auth and metrics are plain ASGI middleware (not `BaseHTTPMiddleware`, which buffers streams and hides a
+client's disconnect from the route). Once an API key has been created, every route but /health and
+the UI's static shell needs `Authorization: Bearer KEY`; keys are checked against the database on every
+request, so `ember keys revoke` takes effect at once, even on a running server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ember.model.errors import EmberError
+from ember.platform.server import errors
+from ember.platform.server.routes import collections, openai, sessions, system, web
+from ember.platform.server.state import ServerState
+
+OPEN = {"/health", *web.PUBLIC}
+ROUTERS = (system.router, openai.router, collections.router, sessions.router, web.router)
+
+
+class AuthAndMetrics:
+    def __init__(self, app: ASGIApp, st: ServerState) -> None:
+        self.app, self.st = app, st
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), 500
+        path = scope["path"]
+
+        async def send_and_count(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            if path not in OPEN:
+                refusal = self.check(scope)
+                if refusal is not None:
+                    await self.refuse(send_and_count, refusal)
+                    return
+            await self.app(scope, receive, send_and_count)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "other")
+            self.st.metrics.observe(label, scope["method"], status, time.perf_counter() - start)
+
+    def check(self, scope: Scope) -> str | None:
+        if not self.st.keys.configured():
+            return None
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return "missing API key: send the header 'Authorization: Bearer KEY' (create one with `ember keys create`)"
+        try:
+            self.st.keys.check(key.strip())
+        except EmberError as e:
+            return e.message
+        return None
+
+    async def refuse(self, send: Send, message: str) -> None:
+        raw = json.dumps(errors.body(401, message, "invalid_api_key")).encode()
+        await send({"type": "http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
+                                (b"www-authenticate", b"Bearer")]})
+        await send({"type": "http.response.body", "body": raw})
+
+
+def create_app(st: ServerState) -> FastAPI:
+    app = FastAPI(title="Ember", version="0.1.0", docs_url=None, redoc_url=None)
+    app.state.ember = st
+    errors.install(app)
+    for r in ROUTERS:
+        app.include_router(r)
+    app.add_middleware(AuthAndMetrics, st=st)
+    return app
+
+
+def api_routes() -> list[tuple[str, str]]:
+    """(method, path) of every route that needs a key when keys exist (for tests and docs)."""
+    out: list[tuple[str, str]] = [("GET", "/openapi.json")]
+    for r in (route for router in ROUTERS for route in router.routes):
+        path: Any = getattr(r, "path", None)
+        for m in sorted(getattr(r, "methods", None) or ()):
+            if path and path not in OPEN and m != "HEAD" and not path.startswith("/openapi"):
+                out.append((m, path))
+    return out

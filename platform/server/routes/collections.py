@@ -1,0 +1,131 @@
+"""Collections API: create, list, inspect, delete, upload files (ingested in the background), jobs, search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from ember.platform.server.errors import ApiError
+from ember.platform.server.routes.openai import state_of
+from ember.platform.server.schemas import CollectionCreate, SearchRequest
+from ember.platform.server.uploads import receive_files
+from ember.retrieval import store
+from ember.retrieval.collection import Collection, validate_name
+from ember.retrieval.errors import CollectionNotFoundError
+from ember.retrieval.rag import citation
+
+router = APIRouter(prefix="/v1/collections")
+
+
+def _describe(row: store.CollectionRow, docs: int, chunks: int) -> dict[str, Any]:
+    return {"name": row.name, "object": "collection", "model": f"ember-rag:{row.name}", "documents": docs,
+            "chunks": chunks, "embedder": row.embedder_id, "metric": row.metric, "index": row.kind,
+            "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+def _list(data_dir: Any) -> list[dict[str, Any]]:
+    rows = Collection.names(data_dir)
+    if not rows:
+        return []
+    con = store.connect(data_dir / "ember.db")
+    try:
+        return [_describe(r, *store.counts(con, r.name)) for r in rows]
+    finally:
+        con.close()
+
+
+def _name(name: str) -> str:
+    try:
+        return validate_name(name)
+    except ValueError as e:
+        raise ApiError(400, str(e), param="name") from None
+
+
+@router.get("")
+async def list_collections(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": await run_in_threadpool(_list, state_of(request).settings.data_dir)}
+
+
+@router.post("", status_code=201)
+async def create_collection(body: CollectionCreate, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    name = _name(body.name)
+
+    def create() -> dict[str, Any]:
+        col = st.create_collection(name)
+        try:
+            return _describe(col.row, 0, 0)
+        finally:
+            col.close()
+
+    return await run_in_threadpool(create)
+
+
+def _get(st: Any, name: str) -> dict[str, Any]:
+    for c in _list(st.settings.data_dir):
+        if c["name"] == name:
+            docs = Collection.open(st.settings.data_dir, name)
+            try:
+                c["files"] = [{"source": d.source.rsplit("/", 1)[-1], "title": d.title, "kind": d.kind,
+                               "size": d.size} for d in docs.documents().values()]
+            finally:
+                docs.close()
+            return c
+    raise CollectionNotFoundError(f"no collection named {name!r}")
+
+
+@router.get("/{name}")
+async def get_collection(name: str, request: Request) -> dict[str, Any]:
+    return await run_in_threadpool(_get, state_of(request), _name(name))
+
+
+@router.delete("/{name}")
+async def delete_collection(name: str, request: Request) -> dict[str, Any]:
+    await run_in_threadpool(state_of(request).delete_collection, _name(name))
+    return {"name": name, "object": "collection", "deleted": True}
+
+
+@router.post("/{name}/files", status_code=202)
+async def upload(name: str, request: Request) -> JSONResponse:
+    """Multipart upload (field `file`, repeatable). The collection is created when it does not exist."""
+    st = state_of(request)
+    name = _name(name)
+    limit = int(st.settings.server.max_upload_mb * 1e6)
+    length = request.headers.get("content-length")
+    if length and length.isdigit() and int(length) > 20 * limit + (1 << 20):
+        raise ApiError(413, f"the upload is larger than {20 * limit / 1e6:g} MB", code="request_too_large")
+    if name not in {c.name for c in await run_in_threadpool(Collection.names, st.settings.data_dir)}:
+        await run_in_threadpool(lambda: st.create_collection(name).close())
+    files = await receive_files(request.stream(), request.headers.get("content-type", ""),
+                                st.uploads_dir / name, limit)
+    job = st.submit_ingest(name, files)
+    return JSONResponse(job.to_dict(), status_code=202)
+
+
+@router.get("/{name}/jobs")
+async def list_jobs(name: str, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    return {"object": "list", "data": [j.to_dict() for j in st.jobs.values() if j.collection == name]}
+
+
+@router.get("/{name}/jobs/{job_id}")
+async def get_job(name: str, job_id: str, request: Request) -> dict[str, Any]:
+    job = state_of(request).jobs.get(job_id)
+    if job is None or job.collection != name:
+        raise ApiError(404, f"no ingest job {job_id!r} in collection {name!r}", code="job_not_found")
+    return job.to_dict()
+
+
+@router.post("/{name}/search")
+async def search(name: str, body: SearchRequest, request: Request) -> dict[str, Any]:
+    st = state_of(request)
+
+    def run() -> list[dict[str, Any]]:
+        rag = st.rag(_name(name))
+        hits = rag.search(body.query, body.mode, body.k)
+        return [{**citation(h.rank, h).to_dict(), "rank": h.rank} for h in hits]
+
+    return {"object": "list", "data": await run_in_threadpool(run)}

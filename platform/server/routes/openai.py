@@ -1,0 +1,272 @@
+"""OpenAI-compatible routes: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings.
+
+A chat goes to the RAG pipeline when the model is `ember-rag:NAME` or the body names a `collection`; the
+answer then carries `citations` (and `ember`: the retrieval query, dropped chunk ids, no_context) as extra
+fields, which the official client keeps (`completion.citations`, `chunk.model_extra`). Generation runs on a
+worker thread; the first item is awaited before the response starts, so errors are clean HTTP errors; a
+client that goes away mid-stream cancels the generation (see `streaming.py`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+
+from ember.model.backends.base import Completion, Delta, Message
+from ember.platform.server.errors import ApiError, error_payload
+from ember.platform.server.limiter import Slot
+from ember.platform.server.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, usage
+from ember.platform.server.state import RAG_PREFIX, ServerState
+from ember.platform.server.streaming import iterate_in_thread
+from ember.retrieval.collection import Collection
+from ember.retrieval.embedders import MINILM_ALIASES
+from ember.retrieval.rag import RagAnswer
+
+router = APIRouter()
+
+
+def state_of(request: Request) -> ServerState:
+    return request.app.state.ember
+
+
+def _model_list(st: ServerState) -> list[dict[str, Any]]:
+    created = int(st.started)
+    names = [st.model_name, *(RAG_PREFIX + r.name for r in Collection.names(st.settings.data_dir)),
+             st.settings.retrieval.embedder]
+    return [{"id": n, "object": "model", "created": created, "owned_by": "ember"} for n in names]
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    st = state_of(request)
+    return {"object": "list", "data": await run_in_threadpool(_model_list, st)}
+
+
+@router.get("/v1/models/{model:path}")
+async def get_model(model: str, request: Request) -> dict[str, Any]:
+    for m in await run_in_threadpool(_model_list, state_of(request)):
+        if m["id"] == model:
+            return m
+    raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found", param="model")
+
+
+def _check_model(st: ServerState, model: str) -> None:
+    if model != st.model_name:
+        raise ApiError(404, f"the model {model!r} does not exist; this server runs {st.model_name!r} "
+                            f"(and {RAG_PREFIX}NAME for a collection)", code="model_not_found", param="model")
+
+
+def _sse(payload: dict[str, Any] | str) -> bytes:
+    return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
+
+
+async def _start(st: ServerState, make: Callable[[], Iterator[Any]]) -> tuple[Slot, AsyncIterator[Any], Any]:
+    """Take a slot (or 429), start the generation and wait for its first item (errors surface here)."""
+    slot = await st.limiter.acquire()
+    cancelled = lambda: setattr(st.metrics, "cancelled", st.metrics.cancelled + 1)
+    items = iterate_in_thread(make, on_cancel=cancelled)
+    try:
+        first = await items.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        slot.release()
+        raise
+    return slot, items, first
+
+
+async def _rest(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is not None:
+        yield first
+        async for item in items:
+            yield item
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatRequest, request: Request) -> Any:
+    st = state_of(request)
+    collection = req.collection or (req.model[len(RAG_PREFIX):] if req.model.startswith(RAG_PREFIX) else None)
+    if not collection:
+        _check_model(st, req.model)
+    params = req.params(st.settings.server.max_tokens)
+    if req.max_completion_tokens:
+        params = replace(params, max_tokens=req.max_completion_tokens)
+    messages: list[Message] = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+                               for m in req.messages]
+    if messages[-1]["role"] != "user":
+        raise ApiError(400, "the last message must be the user's", param="messages")
+    question = messages[-1]["content"]
+    if req.session_id:
+        stored = await run_in_threadpool(st.sessions.history, req.session_id)
+        system = [m for m in messages if m["role"] == "system"]
+        messages = [*system, *stored, messages[-1]]
+    rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
+    if collection:
+        rag = await run_in_threadpool(st.rag, collection)
+        history = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
+        make: Callable[[], Iterator[Any]] = lambda: rag.stream(question, history, params)
+    else:
+        make = lambda: st.backend.chat_stream(messages, params)
+    slot, items, first = await _start(st, make)
+    head = {"id": rid, "created": created, "model": req.model}
+
+    def finish(text: str, final: Any) -> tuple[dict[str, Any], Completion | None]:
+        """The fields after the text: finish reason, usage, citations; and the session turn saved."""
+        completion = final.completion if isinstance(final, RagAnswer) else final
+        extra: dict[str, Any] = {}
+        if isinstance(final, RagAnswer):
+            extra["citations"] = [c.to_dict() for c in final.citations]
+            extra["ember"] = {"collection": collection, "query": final.query, "no_context": final.no_context,
+                              "dropped_chunk_ids": final.dropped_chunk_ids, "dropped_turns": final.dropped_turns}
+        if req.session_id:
+            st.sessions.append(req.session_id, question, text, extra.get("citations"))
+            extra.setdefault("ember", {})["session_id"] = req.session_id
+        if completion is not None:
+            st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
+        return extra, completion
+
+    if not req.stream:
+        try:
+            text, final = "", None
+            async for item in _rest(first, items):
+                if isinstance(item, Delta):
+                    text += item.text
+                    final = item.completion or final
+                else:
+                    final = item
+            extra, completion = await run_in_threadpool(finish, text, final)
+        finally:
+            slot.release()
+        reason = completion.finish_reason if completion is not None else "stop"
+        return {**head, "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop" if reason == "cancelled" else reason, "logprobs": None}],
+                "usage": usage(completion.prompt_tokens if completion else 0,
+                               completion.completion_tokens if completion else 0), **extra}
+
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+    async def body() -> AsyncIterator[bytes]:
+        chunk = {**head, "object": "chat.completion.chunk"}
+        try:
+            yield _sse({**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                              "finish_reason": None}]})
+            text, final = "", None
+            async for item in _rest(first, items):
+                if isinstance(item, Delta):
+                    text += item.text
+                    final = item.completion or final
+                    if item.text:
+                        yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item.text},
+                                                          "finish_reason": None}]})
+                else:
+                    final = item
+            extra, completion = await run_in_threadpool(finish, text, final)
+            reason = completion.finish_reason if completion is not None else "stop"
+            yield _sse({**chunk, "choices": [{"index": 0, "delta": {},
+                                              "finish_reason": "stop" if reason == "cancelled" else reason}],
+                        **extra})
+            if include_usage:
+                yield _sse({**chunk, "choices": [], "usage": usage(completion.prompt_tokens if completion else 0,
+                                                                   completion.completion_tokens if completion else 0)})
+            yield _sse("[DONE]")
+        except Exception as e:  # headers are sent: report the error in the stream
+            _, payload, _ = error_payload(e)
+            yield _sse(payload)
+        finally:
+            slot.release()
+
+    return StreamingResponse(body(), media_type="text/event-stream", background=BackgroundTask(slot.release),
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, request: Request) -> Any:
+    st = state_of(request)
+    _check_model(st, req.model)
+    prompts = [req.prompt] if isinstance(req.prompt, str) else req.prompt
+    if len(prompts) != 1:
+        raise ApiError(400, "send one prompt per request", param="prompt")
+    prompt = prompts[0]
+    params = _sampling(req, st)
+    slot, items, first = await _start(st, lambda: st.backend.stream(prompt, params))
+    head = {"id": "cmpl-" + uuid.uuid4().hex[:24], "created": int(time.time()), "model": req.model}
+    prefix = prompt if req.echo else ""
+
+    if not req.stream:
+        try:
+            text, completion = prefix, None
+            async for d in _rest(first, items):
+                text += d.text
+                completion = d.completion or completion
+        finally:
+            slot.release()
+        assert completion is not None
+        st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
+        return {**head, "object": "text_completion",
+                "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": completion.finish_reason}],
+                "usage": usage(completion.prompt_tokens, completion.completion_tokens)}
+
+    async def body() -> AsyncIterator[bytes]:
+        chunk = {**head, "object": "text_completion"}
+        try:
+            if prefix:
+                yield _sse({**chunk, "choices": [{"index": 0, "text": prefix, "logprobs": None,
+                                                  "finish_reason": None}]})
+            async for d in _rest(first, items):
+                if d.completion is not None:
+                    st.metrics.tokens(d.completion.prompt_tokens, d.completion.completion_tokens)
+                yield _sse({**chunk, "choices": [{"index": 0, "text": d.text, "logprobs": None,
+                                                  "finish_reason": d.finish_reason}]})
+            yield _sse("[DONE]")
+        except Exception as e:
+            _, payload, _ = error_payload(e)
+            yield _sse(payload)
+        finally:
+            slot.release()
+
+    return StreamingResponse(body(), media_type="text/event-stream", background=BackgroundTask(slot.release))
+
+
+def _sampling(req: Sampling, st: ServerState) -> Any:
+    return req.params(st.settings.server.max_tokens)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(req: EmbeddingRequest, request: Request) -> JSONResponse:
+    st = state_of(request)
+    spec = st.settings.retrieval.embedder
+    known = {spec, *(MINILM_ALIASES if spec in MINILM_ALIASES else ())}
+    if req.model not in known:
+        raise ApiError(404, f"the embedding model {req.model!r} does not exist; this server has {spec!r}",
+                       code="model_not_found", param="model")
+    if req.dimensions is not None:
+        raise ApiError(400, "dimensions is not supported: the embedder has a fixed size", param="dimensions")
+    texts = [req.input] if isinstance(req.input, str) else req.input
+    if not texts or any(not t for t in texts):
+        raise ApiError(400, "input must be a non-empty string or a list of non-empty strings", param="input")
+
+    def run() -> tuple[np.ndarray, int]:
+        embedder = st.embedder(spec)
+        counter = embedder.token_counter()
+        return embedder.embed(texts), sum(len(counter.token_starts(t)) for t in texts)
+
+    vectors, tokens = await run_in_threadpool(run)
+    data = []
+    for i, v in enumerate(vectors):
+        value: Any = (base64.b64encode(np.asarray(v, "<f4").tobytes()).decode()
+                      if req.encoding_format == "base64" else [float(x) for x in v])
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return JSONResponse({"object": "list", "model": req.model, "data": data,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

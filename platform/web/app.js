@@ -1,0 +1,205 @@
+// Ember's chat page: plain JavaScript against the server's own API (no framework, no build step).
+"use strict";
+const $ = (id) => document.getElementById(id);
+const state = { key: localStorage.getItem("ember-key") || "", session: null, busy: null };
+
+function headers(extra = {}) {
+  return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
+}
+
+async function api(path, options = {}) {
+  const r = await fetch(path, { ...options, headers: headers(options.headers || {}) });
+  if (r.status === 401) { $("key-box").hidden = false; }
+  if (!r.ok) {
+    let message = `${r.status} ${r.statusText}`;
+    try { message = (await r.json()).error.message; } catch (e) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return r;
+}
+
+async function loadCollections(select) {
+  const data = (await (await api("/v1/collections")).json()).data;
+  const box = $("collection");
+  const current = select || box.value;
+  box.innerHTML = "";
+  box.append(new Option("(no documents: plain chat)", ""));
+  for (const c of data) box.append(new Option(`${c.name} (${c.documents} docs)`, c.name));
+  if ([...box.options].some((o) => o.value === current)) box.value = current;
+  else if (data.length) box.value = data[0].name;
+}
+
+async function loadSessions() {
+  const data = (await (await api("/v1/sessions")).json()).data;
+  const list = $("sessions");
+  list.innerHTML = "";
+  for (const s of data) {
+    const li = document.createElement("li");
+    li.textContent = s.title;
+    li.title = s.collection ? `${s.title} — ${s.collection}` : s.title;
+    li.dataset.id = s.id;
+    li.className = s.id === state.session ? "active" : "";
+    li.onclick = () => openSession(s.id);
+    list.append(li);
+  }
+}
+
+async function openSession(id) {
+  const s = await (await api(`/v1/sessions/${encodeURIComponent(id)}`)).json();
+  state.session = s.id;
+  $("messages").innerHTML = "";
+  if (s.collection) await loadCollections(s.collection);
+  for (const m of s.messages) {
+    const div = addMessage(m.role, m.content);
+    if (m.citations) showCitations(div, m.citations);
+  }
+  loadSessions();
+}
+
+function addMessage(role, text) {
+  const div = document.createElement("div");
+  div.className = `msg ${role}`;
+  const body = document.createElement("div");
+  body.className = "text";
+  body.textContent = text;
+  div.append(body);
+  $("messages").append(div);
+  div.scrollIntoView({ block: "end" });
+  return div;
+}
+
+function showCitations(div, citations) {
+  if (!citations || !citations.length) return;
+  const box = document.createElement("div");
+  box.className = "citations";
+  for (const c of citations) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = "citation";
+    const file = c.source.split("/").pop();
+    b.textContent = `[${c.n}] ${file} · ${c.location}`;
+    b.title = `similarity ${c.relevance.toFixed(2)}, characters ${c.start}–${c.end}`;
+    b.onclick = () => openPassage(c);
+    box.append(b);
+  }
+  div.append(box);
+}
+
+function openPassage(c) {
+  $("passage-title").textContent = `[${c.n}] ${c.source.split("/").pop()}`;
+  const page = c.page ? `page ${c.page} · ` : "";
+  $("passage-where").textContent = `${c.location} · ${page}characters ${c.start}–${c.end} · similarity ${c.relevance.toFixed(2)}`;
+  $("passage-text").textContent = c.text;
+  $("passage").showModal();
+}
+
+async function ask(question) {
+  const collection = $("collection").value;
+  if (!state.session) {
+    const s = await (await api("/v1/sessions", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ title: "New chat", collection: collection || null }),
+    })).json();
+    state.session = s.id;
+  }
+  addMessage("user", question);
+  const div = addMessage("assistant", "");
+  const text = div.querySelector(".text");
+  const controller = new AbortController();
+  state.busy = controller;
+  $("send").disabled = true; $("stop").hidden = false;
+  try {
+    const model = collection ? `ember-rag:${collection}` : await defaultModel();
+    const body = { model, stream: true, session_id: state.session, messages: [{ role: "user", content: question }] };
+    const r = await api("/v1/chat/completions", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      signal: controller.signal,
+    });
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const event = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+        if (!event.startsWith("data: ")) continue;
+        const data = event.slice(6);
+        if (data === "[DONE]") continue;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message);
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) { text.textContent += delta.content; div.scrollIntoView({ block: "end" }); }
+        if (chunk.citations) showCitations(div, chunk.citations);
+      }
+    }
+    div.dataset.done = "true";
+  } catch (e) {
+    if (e.name !== "AbortError") { div.classList.add("error"); text.textContent += `\n${e.message}`; }
+    div.dataset.done = "true";
+  } finally {
+    state.busy = null;
+    $("send").disabled = false; $("stop").hidden = true;
+    loadSessions();
+  }
+}
+
+let modelName = null;
+async function defaultModel() {
+  if (!modelName) modelName = (await (await api("/health")).json()).model;
+  return modelName;
+}
+
+async function upload() {
+  const files = $("file").files;
+  const name = $("new-collection").value.trim() || $("collection").value;
+  const status = $("upload-status");
+  if (!files.length) { status.textContent = "Choose one or more files first."; return; }
+  if (!name) { status.textContent = "Name a new collection first."; return; }
+  const form = new FormData();
+  for (const f of files) form.append("file", f);
+  status.textContent = `Uploading ${files.length} file(s)…`;
+  try {
+    let job = await (await api(`/v1/collections/${encodeURIComponent(name)}/files`, { method: "POST", body: form })).json();
+    status.textContent = "Indexing…";
+    while (job.status === "queued" || job.status === "running") {
+      await new Promise((r) => setTimeout(r, 300));
+      job = await (await api(`/v1/collections/${encodeURIComponent(name)}/jobs/${job.id}`)).json();
+    }
+    if (job.status === "failed") throw new Error(job.error);
+    const skipped = job.skipped.map((s) => `\nskipped ${s.file}: ${s.reason}`).join("");
+    status.textContent = `Indexed ${job.added.length + job.updated.length} file(s), ${job.chunks} chunks.${skipped}`;
+    status.dataset.done = "true";
+    $("file").value = ""; $("new-collection").value = "";
+    await loadCollections(name);
+  } catch (e) {
+    status.textContent = `Upload failed: ${e.message}`;
+  }
+}
+
+$("ask").onsubmit = (ev) => {
+  ev.preventDefault();
+  const q = $("question").value.trim();
+  if (!q || state.busy) return;
+  $("question").value = "";
+  ask(q);
+};
+$("question").onkeydown = (ev) => {
+  if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); $("ask").requestSubmit(); }
+};
+$("stop").onclick = () => state.busy && state.busy.abort();
+$("upload").onclick = upload;
+$("new-chat").onclick = () => { state.session = null; $("messages").innerHTML = ""; loadSessions(); };
+$("save-key").onclick = () => {
+  state.key = $("api-key").value.trim();
+  localStorage.setItem("ember-key", state.key);
+  $("key-box").hidden = true;
+  init();
+};
+
+async function init() {
+  try { await loadCollections(); await loadSessions(); } catch (e) { $("upload-status").textContent = e.message; }
+}
+init();

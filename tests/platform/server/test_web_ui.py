@@ -1,0 +1,66 @@
+"""The chat page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): upload a document,
+ask a question, watch the answer stream in, open a citation. Saves a screenshot as a test artifact."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import DOCS, REPO, ServerFactory
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO / "tests" / "artifacts"
+pytestmark = [pytest.mark.smollm2, pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
+
+
+def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server = make_server(max_tokens=24)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server.url + "/")
+            page.click("#upload-box summary")
+            page.fill("#new-collection", "mydocs")
+            page.set_input_files("#file", [str(DOCS / "server.md"), str(DOCS / "engine.md")])
+            page.click("#upload")
+            page.wait_for_selector("#upload-status[data-done=true]", timeout=120_000)
+            assert "Indexed 2 file(s)" in page.inner_text("#upload-status")
+            assert page.input_value("#collection") == "mydocs"
+
+            # count the tokens as they arrive: the answer must grow in several steps, not appear at once
+            page.evaluate("""() => { window.lengths = []; new MutationObserver(() => {
+                const t = document.querySelector('.msg.assistant .text');
+                if (t) window.lengths.push(t.textContent.length); })
+                .observe(document.getElementById('messages'),
+                         {subtree: true, childList: true, characterData: true}); }""")
+            page.fill("#question", "How do I revoke an API key?")
+            page.click("#send")
+            page.wait_for_selector(".msg.assistant[data-done=true]", timeout=120_000)
+            answer = page.inner_text(".msg.assistant .text")
+            lengths = page.evaluate("window.lengths")
+            assert answer.strip() and len(set(lengths)) >= 3, (answer, lengths)
+            citations = page.locator(".msg.assistant .citation")
+            assert citations.count() >= 1 and "server.md" in citations.first.inner_text()
+
+            citations.first.click()
+            page.wait_for_selector("#passage[open]")
+            assert "ember keys revoke" in page.inner_text("#passage-text")
+            assert "API keys" in page.inner_text("#passage-where")
+            assert page.locator("#sessions li").count() == 1
+            assert page.inner_text("#sessions li") == "How do I revoke an API key?"
+            shot = tmp_path / "web_ui.png"
+            page.screenshot(path=str(shot), full_page=True)
+            ARTIFACTS.mkdir(exist_ok=True)
+            shutil.copy(shot, ARTIFACTS / "web_ui.png")
+            print(f"screenshot: {ARTIFACTS / 'web_ui.png'}")
+            assert errors == []
+        finally:
+            browser.close()
