@@ -96,3 +96,38 @@ def test_wall_clock_cap() -> None:
     agent = Agent(backend, basic_tools(), AgentConfig(max_steps=20, max_seconds=0.12))
     trace = agent.run("count")
     assert trace.status == "timeout" and 2 <= len(trace.steps) < 20
+
+
+TOOLS_TEMPLATE = (
+    "{% if tools %}<|im_start|>system\nTools: {% for t in tools %}{{ t.function.name }} {% endfor %}<|im_end|>\n"
+    "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+class ScriptedNativeBackend(ScriptedBackend):
+    """A scripted backend whose tokenizer's chat template takes `tools`: the agent uses the native format."""
+
+    def __init__(self, replies: list[Any], tokenizer: Any) -> None:
+        super().__init__(replies)
+        self.tokenizer = tokenizer
+        self.prompts: list[str] = []
+
+    def generate(self, prompts: list[Any], params: Any) -> list[Any]:
+        self.prompts.append(self.tokenizer.decode(prompts[0], skip_special_tokens=False))
+        return [self.chat([], params)]
+
+
+def test_native_tool_call_format(smollm2_folder: Path) -> None:
+    from ember.model.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.load(smollm2_folder)
+    tokenizer.chat_template = TOOLS_TEMPLATE
+    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
+    backend = ScriptedNativeBackend([call, "The answer is 42."], tokenizer)
+    agent = Agent(backend, basic_tools(), AgentConfig(max_steps=3))
+    assert agent.format == "native" and not agent.constrained
+    trace = agent.run("What is 6*7?")
+    assert trace.status == "answered" and trace.answer == "The answer is 42." and trace.format == "native"
+    assert backend.prompts[0].startswith("<|im_start|>system\nTools: calculator current_time")
+    assert trace.messages[2] == {"role": "tool", "name": "calculator", "content": "42"}
+    assert "<|im_start|>tool\n42<|im_end|>" in backend.prompts[1]
