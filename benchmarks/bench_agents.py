@@ -8,7 +8,7 @@ through the same loop and tools (GSM8K: each `<<expr=value>>` step through the c
 search per supporting-fact title), so it checks the harness and gives the ceiling. Prompts are the agent's
 generic ones; nothing is tuned to these tasks. The first N tasks of each file are used (no sampling).
 
-    python benchmarks/bench_agents.py [--gsm8k 20] [--hotpot 10] [--max-steps 8] [--json out.json]
+    python benchmarks/bench_agents.py [--gsm8k 20] [--hotpot 10] [--max-steps 8] [--unconstrained] [--json out.json]
 """
 
 from __future__ import annotations
@@ -115,14 +115,16 @@ def build_collection(tasks: list[dict[str, Any]], root: Path) -> Path:
 
 def run_suite(name: str, tasks: list[dict[str, Any]], make_tools: Callable[[], list[Any]],
               backend: Any, oracle_plan: Callable[[dict[str, Any]], tuple[list[Any], str]],
-              success: Callable[[dict[str, Any], str | None], bool], max_steps: int) -> list[dict[str, Any]]:
+              success: Callable[[dict[str, Any], str | None], bool], max_steps: int,
+              constrained: bool = True) -> list[dict[str, Any]]:
     from ember.agents.react import Agent, AgentConfig
 
     rows = []
     for who in ("oracle", "model") if backend is not None else ("oracle",):
         for i, t in enumerate(tasks):
             b = ScriptedOracle(*oracle_plan(t)) if who == "oracle" else backend
-            agent = Agent(b, make_tools(), AgentConfig(max_steps=max_steps, max_tokens=192))
+            agent = Agent(b, make_tools(), AgentConfig(max_steps=max_steps, max_tokens=192,
+                                                       constrained=constrained if who == "model" else None))
             t0 = time.perf_counter()
             trace = agent.run(t["question"])
             rows.append({"suite": name, "who": who, "task": i, "status": trace.status,
@@ -160,6 +162,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(REPO / ".ember" / "models" / "smollm2"))
     ap.add_argument("--json", type=Path)
     ap.add_argument("--oracle-only", action="store_true", help="check the harness without the model")
+    ap.add_argument("--unconstrained", action="store_true", help="the model without the tool-call grammar")
     args = ap.parse_args()
     from ember.agents.builtins import basic_tools, collection_tools
     from ember.model.backends.ember import EmberBackend
@@ -181,7 +184,8 @@ def main() -> None:
             got = last_number(answer or "")
             return got is not None and abs(got - float(t["gold"])) < 1e-6
 
-        rows += run_suite("gsm8k", math, basic_tools, backend, math_plan, math_ok, args.max_steps)
+        rows += run_suite("gsm8k", math, basic_tools, backend, math_plan, math_ok, args.max_steps,
+                          not args.unconstrained)
         if args.hotpot:
             qa = hotpot(args.hotpot)
             with tempfile.TemporaryDirectory() as tmp:
@@ -199,7 +203,8 @@ def main() -> None:
                 def qa_ok(t: dict[str, Any], answer: str | None) -> bool:
                     return bool(answer) and normalize(t["answer"]) in normalize(answer or "")
 
-                rows += run_suite("hotpotqa", qa, qa_tools, backend, qa_plan, qa_ok, args.max_steps)
+                rows += run_suite("hotpotqa", qa, qa_tools, backend, qa_plan, qa_ok, args.max_steps,
+                                  not args.unconstrained)
                 col.close()
     finally:
         if backend is not None:
@@ -208,7 +213,8 @@ def main() -> None:
     print("| suite | backend | tasks | success | mean steps | parse failures / step | s / task | final statuses |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for s in table:
-        who = "SmolLM2-135M (constrained)" if s["who"] == "model" else "scripted oracle"
+        decoding = "unconstrained" if args.unconstrained else "constrained"
+        who = f"SmolLM2-135M ({decoding})" if s["who"] == "model" else "scripted oracle"
         statuses = ", ".join(f"{k} {v}" for k, v in s["statuses"].items())
         print(f"| {s['suite']} | {who} | {s['n']} | {s['success']:.0%} | {s['mean_steps']:.2f} | "
               f"{s['parse_failure_rate']:.1%} | {s['seconds_per_task']:.1f} | {statuses} |")
