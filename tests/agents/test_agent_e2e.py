@@ -43,6 +43,7 @@ def test_ember_agent_cli_with_the_real_model_and_mcp_server_time(tmp_path: Path,
     """SmolLM2-135M rarely solves it; what must hold is a valid final status and a complete trace."""
     (tmp_path / "ember.toml").write_text(f'data_dir = "{smollm2_folder.parents[1]}"\n'
                                          f'[engine]\nkv_cache_mb = 128\nmax_model_len = 2048\n'
+                                         f'[agents]\nmax_tokens = 96\n'
                                          f'[mcpServers.time]\ncommand = "{TIME_SERVER}"\n')
     out = run("agent", QUESTION, "--mcp", "time", "--max-steps", "2", "--trace", "trace.json", cwd=tmp_path)
     assert out.returncode in (0, 1), out.stderr
