@@ -48,8 +48,8 @@ def agent(ctx: typer.Context,
           collection: Annotated[str | None, typer.Option("--collection", "-c",
                                                          help="give the agent search_collection/read_document "
                                                               "over this collection")] = None,
-          mcp: Annotated[list[str] | None, typer.Option("--mcp", help="a server from mcpServers in ember.toml (repeatable; "
-                                                                      "'all' for every one)")] = None,
+          mcp: Annotated[list[str] | None, typer.Option(
+              "--mcp", help="a server from mcpServers in ember.toml (repeatable; 'all' for every one)")] = None,
           max_steps: Annotated[int | None,
                                typer.Option(help="model replies at most (default agents.max_steps)")] = None,
           max_seconds: Annotated[float | None, typer.Option(help="wall-clock cap (default agents.max_seconds)")] = None,
