@@ -157,3 +157,22 @@ def test_ember_is_usable_from_python_without_the_console_script() -> None:
     out = subprocess.run([sys.executable, "-c", "import ember.agents.mcp_server, ember.agents.react"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_builtin_collection_tools_search_and_read(data_dir: Path) -> None:
+    from ember.agents.builtins import collection_tools
+    from ember.agents.tools import ToolError
+    from ember.retrieval.collection import Collection
+    from ember.retrieval.retriever import Retriever
+
+    col = Collection.open(data_dir, "animals")
+    try:
+        tools = {t.name: t for t in collection_tools(Retriever(col, None, mode="bm25", k=3))}
+        found = tools["search_collection"]({"query": "quokkas Rottnest", "k": 1})
+        assert found.startswith("[1] Quokkas (chunk ") and "Rottnest Island" in found and "kettle" not in found
+        assert "Rottnest Island near Perth" in tools["read_document"]({"title": "Quokkas"})
+        assert "Golden Gate" in tools["read_document"]({"title": "bridges"})  # case-insensitive fallback
+        with pytest.raises(ToolError, match="no document titled 'Unicorns'"):
+            tools["read_document"]({"title": "Unicorns"})
+    finally:
+        col.close()
