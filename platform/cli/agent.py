@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -71,6 +73,8 @@ def agent(ctx: typer.Context,
 
     s = settings_from(ctx)
     a = s.agents
+    # a terminated agent still runs its cleanup below, which stops its MCP server processes
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     config = AgentConfig(max_steps=max_steps or a.max_steps, max_seconds=max_seconds or a.max_seconds,
                          max_tokens=a.max_tokens, constrained=a.constrained if constrained is None else constrained)
     hub = McpHub(mcp_configs(s, mcp or []))
