@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ember.model.errors import EmberError
+
+if TYPE_CHECKING:
+    from ember.model.logits_processor import LogitsProcessor
 
 
 class InvalidRequestError(EmberError):
@@ -26,6 +30,8 @@ class SamplingParams:
     ignore_eos: bool = False
     seed: int | None = None  # per-request generator: same seed, same output
     logprobs: int | None = None  # None = off; n = chosen token's logprob plus the top n
+    # per-request hooks on the logits before sampling (e.g. a grammar matcher); stateful, so one request each
+    logits_processors: list[LogitsProcessor] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         checks = [

@@ -76,6 +76,52 @@ class RetrievalSettings(BaseModel):
         return self
 
 
+class McpServerSettings(BaseModel):
+    """One entry of `[mcpServers.<name>]`, the shape other MCP clients use: a stdio command or an HTTP URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["stdio", "http", "streamable-http"] | None = Field(None, description="default: from command/url")
+    command: str | None = Field(None, description="the program that runs a stdio server")
+    args: list[str] = Field(default_factory=list, description="its arguments")
+    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
+    cwd: str | None = Field(None, description="its working directory")
+    url: str | None = Field(None, description="a streamable-HTTP server's URL (e.g. http://127.0.0.1:8001/mcp)")
+    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
+    bearer_token: str | None = Field(None, description="sent as Authorization: Bearer <token>")
+    timeout_s: float = Field(30.0, gt=0, description="per tool call")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerSettings:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give exactly one of command (stdio) or url (streamable HTTP)")
+        wants_url = self.type in ("http", "streamable-http")
+        if (self.type == "stdio" and self.command is None) or (wants_url and self.url is None):
+            raise ValueError(f"type={self.type!r} does not match the command/url given")
+        return self
+
+
+class AgentSettings(BaseModel):
+    """`[agents]`: defaults of `ember agent`."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int = Field(8, ge=1, le=100, description="model replies per run")
+    max_seconds: float = Field(300.0, gt=0, description="wall-clock cap of a run")
+    max_tokens: int = Field(256, ge=16, description="tokens per model reply")
+    constrained: bool | None = Field(None, description="grammar-constrained tool calls; default: on with our engine")
+    allow_tools: list[str] = Field(default_factory=list,
+                                   description="tools that can change things (MCP tools not marked read-only), "
+                                               "as names or globs such as 'git.git_commit' or 'git.*'")
+
+
+class McpServeSettings(BaseModel):
+    """`[mcp]`: `ember mcp serve`."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str = Field("127.0.0.1", description="HTTP bind address")
+    port: int = Field(8001, ge=1, le=65535, description="HTTP port")
+    api_keys: list[str] = Field(default_factory=list,
+                                description="keys HTTP clients must send as a bearer token; plain or "
+                                            "'sha256:<hex digest>'. Empty = no authentication")
 class ServerSettings(BaseModel):
     """`ember serve`: `[server]` in ember.toml, EMBER_SERVER__<KEY> in the environment."""
 
@@ -105,6 +151,10 @@ class Settings(BaseSettings):
     openai: OpenAISettings = OpenAISettings()
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings,
                                          description="ingest and search defaults")
+    agents: AgentSettings = Field(default_factory=AgentSettings, description="`ember agent` defaults")
+    mcp: McpServeSettings = Field(default_factory=McpServeSettings, description="`ember mcp serve`")
+    mcpServers: dict[str, McpServerSettings] = Field(
+        default_factory=dict, description="MCP servers agents can use, by name")
     server: ServerSettings = Field(default_factory=ServerSettings, description="`ember serve`")
 
     @property

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ember.model.backends.base import FinishReason, TokenLogprob
-from ember.model.sampling_params import SamplingParams
+from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tokenizer import Tokenizer
 
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -27,6 +27,8 @@ TOKEN_ID_PREFIX = "token_id:"  # vLLM's `return_tokens_as_token_ids` spelling of
 def request_fields(params: SamplingParams, *, chat: bool) -> dict[str, Any]:
     """The body fields for one request, besides `model` and `prompt`/`messages`."""
     p = params
+    if p.logits_processors:
+        raise InvalidRequestError("logits processors (constrained decoding) run only on the ember backend")
     body: dict[str, Any] = {"max_tokens": p.max_tokens, "temperature": p.temperature, "top_p": p.top_p,
                             "return_token_ids": True}
     if p.presence_penalty:

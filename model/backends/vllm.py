@@ -127,6 +127,8 @@ class VLLMBackend:
         """`vllm.SamplingParams` for `p`: the same fields, the same meanings (vLLM defined most of them)."""
         from vllm.sampling_params import RequestOutputKind
 
+        if p.logits_processors:
+            raise InvalidRequestError("logits processors (constrained decoding) run only on the ember backend")
         return self._vllm.SamplingParams(
             n=1, max_tokens=p.max_tokens, temperature=p.temperature, top_p=p.top_p, top_k=p.top_k, min_p=p.min_p,
             repetition_penalty=p.repetition_penalty, presence_penalty=p.presence_penalty,

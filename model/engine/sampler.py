@@ -3,6 +3,8 @@
 Order, as in vLLM: penalties (repetition over prompt and output; presence and frequency over the output),
 temperature, top-k, top-p, min-p, then a draw from the sequence's own generator when it has a seed.
 Greedy rows take the argmax of the penalised logits. Logprobs are of the model's raw distribution.
+A request's `logits_processors` (constrained decoding) run first, on its row alone (in place
+unless it wants logprobs).
 """
 
 from __future__ import annotations
@@ -46,11 +48,17 @@ def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
 
 def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
     """logits: (B, V) fp32, one row per sequence, in order. Returns one token id per sequence."""
-    if all(s.params.greedy and not s.params.penalized for s in seqs):
+    if all(s.params.greedy and not s.params.penalized and not s.params.logits_processors for s in seqs):
         return logits.argmax(-1).tolist()
     tokens = []
     for row, seq in zip(logits, seqs, strict=True):
         p = seq.params
+        if p.logits_processors:
+            if p.logprobs is not None:  # logprobs stay those of the raw distribution
+                row = row.clone()
+            with torch.inference_mode():  # the logits are inference tensors: in-place edits need this mode
+                for proc in p.logits_processors:
+                    row = proc(seq.output_ids, row)
         row = apply_penalties(row.clone(), seq) if p.penalized else row
         if p.greedy:
             tokens.append(int(row.argmax()))

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ember.model.errors import EmberError
-from ember.platform.cli import bench, collections, eval, generate, ingest, keys, models, search, serve, train
+from ember.platform.cli import agent, bench, collections, eval, generate, ingest, keys, models, search, serve, train
 from ember.platform.errors import report
 from ember.platform.settings import load_settings
 
@@ -24,12 +24,14 @@ app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(collections.app, name="collections")
 app.add_typer(eval.app, name="eval")
+app.add_typer(agent.mcp_app, name="mcp")
 app.add_typer(keys.app, name="keys")
 app.add_typer(train.app, name="train")
 app.command()(generate.generate)
 app.command()(generate.chat)
 app.command()(ingest.ingest)
 app.command()(search.search)
+app.command()(agent.agent)
 app.command()(serve.serve)
 
 

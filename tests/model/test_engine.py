@@ -139,6 +139,49 @@ def test_seed_makes_sampling_reproducible(tiny: LoadedModel) -> None:
     assert a.token_ids == b.token_ids != c.token_ids
 
 
+class ForceTokens:
+    """A LogitsProcessor that only allows `script[i]` at output position i (then EOS)."""
+
+    def __init__(self, script: list[int], eos: int) -> None:
+        self.script, self.eos = script, eos
+        self.seen: list[list[int]] = []
+
+    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+        self.seen.append(list(output_ids))
+        allowed = self.script[len(output_ids)] if len(output_ids) < len(self.script) else self.eos
+        keep = logits[allowed].clone()
+        logits.fill_(float("-inf"))
+        logits[allowed] = keep
+        return logits
+
+
+def test_logits_processors_run_per_request(tiny: LoadedModel) -> None:
+    from ember.model.logits_processor import LogitsProcessor
+
+    engine = LLMEngine(tiny.model, tiny.tokenizer, EngineConfig(kv_cache_bytes=64 << 20))
+    ids = tiny.tokenizer.encode("hello there")
+    script = tiny.tokenizer.encode(" forced words here")
+    eos = tiny.tokenizer.eos_token_id
+    forced, sampled = ForceTokens(script, eos), ForceTokens(script[::-1], eos)
+    assert isinstance(forced, LogitsProcessor)
+    free, a, b = engine.generate([ids, ids, ids], [
+        SamplingParams(temperature=0, max_tokens=8, ignore_eos=True),
+        SamplingParams(temperature=0, max_tokens=8, logits_processors=[forced], logprobs=1),
+        SamplingParams(temperature=1.0, seed=3, max_tokens=8, logits_processors=[sampled])])
+    assert a.token_ids == [*script, eos] and a.finish_reason == "stop"
+    assert b.token_ids == [*script[::-1], eos]
+    assert free.token_ids != a.token_ids[:8] and len(free.token_ids) == 8  # the others are unconstrained
+    assert forced.seen == [script[:i] for i in range(len(script) + 1)]
+    assert a.logprobs is not None and a.logprobs[0].logprob < 0  # of the raw distribution, not the mask
+
+
+def test_other_backends_refuse_logits_processors() -> None:
+    from ember.model.backends.openai_wire import request_fields
+
+    with pytest.raises(InvalidRequestError, match="only on the ember backend"):
+        request_fields(SamplingParams(logits_processors=[ForceTokens([], 0)]), chat=True)
+
+
 def test_prompt_longer_than_context_is_refused_or_truncated(tiny: LoadedModel) -> None:
     engine = LLMEngine(tiny.model, tiny.tokenizer, EngineConfig(kv_cache_bytes=64 << 20))
     with pytest.raises(InvalidRequestError, match="context is 512"):

@@ -1,0 +1,119 @@
+"""Built-in tools: a calculator (parsed with `ast`, never `eval`), the current time, and collection search/read."""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ember.agents.tools import Tool, ToolError
+
+_BINARY: dict[type, Any] = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+                            ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod,
+                            ast.Pow: operator.pow}
+_UNARY: dict[type, Any] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
+_FUNCS: dict[str, Any] = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": min, "max": max,
+                          "floor": math.floor, "ceil": math.ceil, "log": math.log, "exp": math.exp}
+_CONSTS = {"pi": math.pi, "e": math.e}
+MAX_EXPONENT = 10_000
+
+
+def _eval(node: ast.AST) -> Any:
+    if isinstance(node, ast.Expression):
+        return _eval(node.body)
+    if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in _CONSTS:
+        return _CONSTS[node.id]
+    if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+        left, right = _eval(node.left), _eval(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ToolError(f"exponent {right} is too large")
+        return _BINARY[type(node.op)](left, right)
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+        return _UNARY[type(node.op)](_eval(node.operand))
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+            and not node.keywords):
+        return _FUNCS[node.func.id](*(_eval(a) for a in node.args))
+    raise ToolError(f"not arithmetic: {ast.unparse(node)!r} (use numbers, + - * / // % **, parentheses, "
+                    f"{', '.join(_FUNCS)})")
+
+
+def calculate(expression: str) -> str:
+    """Evaluate an arithmetic expression, e.g. "(16 - 3 - 4) * 2".
+
+    Args:
+        expression: numbers with + - * / // % ** and parentheses; sqrt, abs, round, min, max, floor, ceil.
+    """
+    text = expression.strip().replace("^", "**").replace(",", "").replace("$", "")
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as e:
+        raise ToolError(f"cannot parse {expression!r} as arithmetic: {e.msg}") from None
+    try:
+        value = _eval(tree)
+    except (ZeroDivisionError, OverflowError, ValueError, TypeError) as e:
+        raise ToolError(f"cannot compute {expression!r}: {e}") from None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    return str(value)
+
+
+def current_time(timezone: str = "UTC") -> str:
+    """The current date and time in a time zone.
+
+    Args:
+        timezone: an IANA time zone name such as "Europe/Paris" (default UTC).
+    """
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ToolError(f"unknown time zone {timezone!r} (use an IANA name such as 'America/New_York')") from None
+    return datetime.now(zone).isoformat(timespec="seconds")
+
+
+def basic_tools() -> list[Tool]:
+    return [Tool.from_function(calculate, name="calculator"), Tool.from_function(current_time)]
+
+
+def collection_tools(retriever: Any, max_chars: int = 1500) -> list[Tool]:
+    """search_collection and read_document over one collection (`retriever`: an ember.retrieval Retriever)."""
+    collection = retriever.collection
+
+    def search_collection(query: str, k: int = 3) -> str:
+        """Search the document collection; returns the best matching passages with their source.
+
+        Args:
+            query: what to look for, in a few words.
+            k: how many passages to return (1-10).
+        """
+        hits = retriever.search(query, k=max(1, min(int(k), 10)))
+        if not hits:
+            return "No results."
+        return "\n\n".join(f"[{h.rank}] {h.chunk.title or h.chunk.source} (chunk {h.chunk.id}):\n"
+                           f"{h.chunk.text[:max_chars]}" for h in hits)
+
+    def read_document(title: str) -> str:
+        """Read the start of one document of the collection, by its title or source path.
+
+        Args:
+            title: the document's title or source, as shown by search_collection.
+        """
+        collection.refresh()
+        docs = collection.documents()
+        doc = next((d for d in docs.values() if title in (d.title, d.source)), None)
+        if doc is None:
+            doc = next((d for d in docs.values() if title.lower() in d.title.lower()), None)
+        if doc is None:
+            raise ToolError(f"no document titled {title!r}")
+        from ember.retrieval import store
+
+        ids = store.chunk_ids(collection.con, collection.name, [doc.id])
+        chunks = sorted(collection.chunks([int(i) for i in ids]).values(), key=lambda c: c.ord)
+        text = "\n".join(c.text for c in chunks)
+        return text[:max_chars * 2] + ("…" if len(text) > max_chars * 2 else "")
+
+    return [Tool.from_function(search_collection), Tool.from_function(read_document)]

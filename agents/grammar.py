@@ -1,0 +1,136 @@
+"""Tool-call grammars for constrained decoding on our engine, built with llguidance from the tools' schemas.
+
+The grammar is the agent's output format: one `Thought:` line, then either `Action: {"name": ..., "arguments":
+{...}}` where the JSON is one of the tools' call schemas (name fixed, arguments per the tool's JSON schema),
+or `Final Answer: ...`. Mode "call" is the JSON call alone. `GrammarProcessor` is an
+`ember.model.logits_processor.LogitsProcessor`: it feeds the tokens sampled so far to an `LLMatcher` and masks
+every token the grammar forbids, so a small model's tool calls always parse and validate.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ember.agents.tools import Json, Tool
+from ember.model.errors import EmberError
+
+Mode = Literal["react", "call"]
+MAX_STRING = 100  # strings in a call are capped in the grammar so a rambling model cannot fill max_tokens
+JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+class GrammarError(EmberError):
+    """A grammar could not be built (llguidance missing, or a schema it cannot compile)."""
+
+
+def _llg() -> Any:
+    try:
+        import llguidance
+    except ImportError:
+        raise GrammarError("constrained decoding needs llguidance",
+                           hint="pip install 'ember[agents]' (or llguidance>=1.0)") from None
+    return llguidance
+
+
+def _bounded(schema: Any) -> Any:
+    """A stricter copy of `schema` for the grammar (validation is unchanged): strings without maxLength get
+    MAX_STRING, and objects that list their properties admit no others unless they say so."""
+    if isinstance(schema, dict):
+        out = {k: _bounded(v) for k, v in schema.items()}
+        if isinstance(out.get("properties"), dict) and "additionalProperties" not in out:
+            out["additionalProperties"] = False
+        if out.get("type") == "string" and "maxLength" not in out and "enum" not in out and "const" not in out:
+            out["maxLength"] = MAX_STRING
+        return out
+    if isinstance(schema, list):
+        return [_bounded(v) for v in schema]
+    return schema
+
+
+def call_schema(tools: Iterable[Tool]) -> Json:
+    """JSON schema of one call to any of `tools`: {"name": <const>, "arguments": <that tool's schema>}."""
+    options = []
+    for t in tools:
+        args = _bounded(copy.deepcopy(t.parameters))
+        args.pop("title", None)
+        options.append({"type": "object", "properties": {"name": {"const": t.name}, "arguments": args},
+                        "required": ["name", "arguments"], "additionalProperties": False})
+    if not options:
+        raise GrammarError("no tools to build a tool-call grammar from")
+    return {"anyOf": options, "x-guidance": JSON_STYLE}
+
+
+def lark_grammar(tools: Iterable[Tool], mode: Mode = "react") -> str:
+    call = "%json " + json.dumps(call_schema(tools))
+    if mode == "call":
+        return f"start: {call}\n"
+    return (f'start: "Thought: " THOUGHT "\\n" (action | final)\n'
+            f'THOUGHT: /[^\\n]{{1,400}}/\n'
+            f'action: "Action: " {call}\n'
+            f'final: "Final Answer: " /(.|\\n){{1,4000}}/\n')
+
+
+_tokenizers: dict[int, tuple[Any, Any]] = {}  # id(tokenizer) -> (tokenizer, LLTokenizer); keeps the id valid
+_lock = threading.Lock()
+
+
+def ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: Iterable[int]) -> Any:
+    """The llguidance tokenizer of an ember `Tokenizer` (built once per tokenizer: ~0.2 s)."""
+    llg = _llg()
+    with _lock:
+        hit = _tokenizers.get(id(tokenizer))
+        if hit is None:
+            hit = tokenizer, llg.LLTokenizer(tokenizer.backend.to_str(), n_vocab=vocab_size, eos_token=sorted(eos_ids))
+            _tokenizers[id(tokenizer)] = hit
+        return hit[1]
+
+
+class ToolGrammar:
+    """A compiled grammar for a set of tools; `processor()` makes a fresh per-request matcher."""
+
+    def __init__(self, tools: Iterable[Tool], tokenizer: Any, vocab_size: int, eos_ids: Iterable[int],
+                 mode: Mode = "react") -> None:
+        llg = _llg()
+        self.tools, self.mode = list(tools), mode
+        self.ll_tokenizer = ll_tokenizer(tokenizer, vocab_size, eos_ids)
+        self.grammar = llg.LLMatcher.grammar_from_lark(lark_grammar(self.tools, mode))
+        failed, messages = llg.LLMatcher.validate_grammar_with_warnings(self.grammar, self.ll_tokenizer)
+        if failed:
+            raise GrammarError(f"cannot build a tool-call grammar: {messages[0]}")
+        self.vocab_size = vocab_size
+
+    def processor(self) -> GrammarProcessor:
+        return GrammarProcessor(_llg().LLMatcher(self.ll_tokenizer, self.grammar), self.vocab_size)
+
+
+class GrammarProcessor:
+    """Masks the logits to what the grammar allows after the tokens generated so far."""
+
+    def __init__(self, matcher: Any, vocab_size: int) -> None:
+        self.matcher, self.vocab_size = matcher, vocab_size
+        self.consumed = 0
+        self.mask = np.full(((vocab_size + 31) // 32,), -1, dtype=np.int32)
+
+    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+        new = output_ids[self.consumed:]
+        if new:
+            self.matcher.consume_tokens(new)
+            self.consumed = len(output_ids)
+        if self.matcher.is_error():
+            raise GrammarError(f"the grammar matcher failed: {self.matcher.get_error()}")
+        self.matcher.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
+        v = logits.shape[-1]
+        forbidden = np.unpackbits(self.mask.view(np.uint8), bitorder="little")[:v] == 0  # bit i = token i allowed
+        if v > forbidden.size:  # a model vocabulary larger than the tokenizer's
+            forbidden = np.concatenate([forbidden, np.ones(v - forbidden.size, dtype=bool)])
+        if logits.device.type == "cpu" and logits.is_contiguous():  # numpy: no torch thread-pool round trip
+            logits.numpy()[forbidden] = -np.inf
+            return logits
+        return logits.masked_fill_(torch.from_numpy(forbidden).to(logits.device), float("-inf"))

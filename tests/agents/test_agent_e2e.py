@@ -1,0 +1,57 @@
+"""End to end: the agent through real MCP servers, and `ember agent` with the real default model."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from ember.agents.mcp_client import McpHub, McpServerConfig
+from ember.agents.react import Agent, AgentConfig
+from ember.agents.trace import STATUSES, Trace
+from ember.model.backends.base import Message
+
+from ..platform.test_cli import run
+from .scripted import ScriptedBackend
+
+TIME_SERVER = str(Path(sys.executable).parent / "mcp-server-time")
+QUESTION = "It is 09:30 in Paris. What time is it in Tokyo?"
+
+
+def answer_from_observation(messages: list[Message]) -> str:
+    """The oracle's last step: read the converted time out of the observation it was given."""
+    observation = json.loads(messages[-1]["content"].split("Observation: ", 1)[1].split("\n(If this", 1)[0])
+    hhmm = re.search(r"T(\d\d:\d\d)", observation["target"]["datetime"]).group(1)  # type: ignore[union-attr]
+    return f"Thought: The observation answers it.\nFinal Answer: {hhmm} in Tokyo"
+
+
+def test_time_zone_question_through_mcp_server_time_with_a_scripted_oracle() -> None:
+    call = {"name": "convert_time", "arguments": {"source_timezone": "Europe/Paris", "time": "09:30",
+                                                  "target_timezone": "Asia/Tokyo"}}
+    backend = ScriptedBackend([f"Thought: convert it\nAction: {json.dumps(call)}", answer_from_observation])
+    with McpHub([McpServerConfig("time", command=TIME_SERVER)]) as hub:
+        trace = Agent(backend, hub.tools(), AgentConfig(max_steps=4)).run(QUESTION)
+    assert trace.status == "answered" and trace.answer == "17:30 in Tokyo"
+    assert trace.steps[0].tool == "convert_time" and '"time_difference": "+8.0h"' in trace.steps[0].observation
+
+
+@pytest.mark.slow
+def test_ember_agent_cli_with_the_real_model_and_mcp_server_time(tmp_path: Path, smollm2_folder: Path) -> None:
+    """SmolLM2-135M rarely solves it; what must hold is a valid final status and a complete trace."""
+    (tmp_path / "ember.toml").write_text(f'data_dir = "{smollm2_folder.parents[1]}"\n'
+                                         f'[engine]\nkv_cache_mb = 128\nmax_model_len = 2048\n'
+                                         f'[agents]\nmax_tokens = 96\n'
+                                         f'[mcpServers.time]\ncommand = "{TIME_SERVER}"\n')
+    out = run("agent", QUESTION, "--mcp", "time", "--max-steps", "2", "--trace", "trace.json", cwd=tmp_path)
+    assert out.returncode in (0, 1), out.stderr
+    trace = Trace.load(tmp_path / "trace.json")
+    assert trace.status in STATUSES and trace.constrained and trace.backend == "ember"
+    assert {"convert_time", "get_current_time", "calculator"} <= set(trace.tools)
+    assert 1 <= len(trace.steps) <= 2 and all(s.output and s.completion_tokens > 0 and s.llm_s > 0
+                                              for s in trace.steps)
+    assert trace.messages[0]["role"] == "system" and trace.messages[1] == {"role": "user", "content": QUESTION}
+    assert all(s.kind != "malformed" for s in trace.steps)  # constrained decoding: every reply parses
+    assert "[1] (" in out.stdout and trace.status in out.stdout
