@@ -90,8 +90,9 @@ def walk(root: Path, include: Sequence[str] = ("*",), exclude: Sequence[str] = (
                 yield path
 
 
-def read_candidate(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Candidate:
-    """Check type and size, read and hash. Raises `LoaderError` for what can be rejected without parsing."""
+def read_candidate(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, extra: frozenset[str] = frozenset()) -> Candidate:
+    """Check type and size, read and hash. Raises `LoaderError` for what can be rejected without parsing.
+    `extra`: suffixes another loader reads (`--loader llamaindex`)."""
     suffix = path.suffix.lower()
     try:
         size = path.stat().st_size
@@ -101,10 +102,12 @@ def read_candidate(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Candidate:
         data = path.read_bytes()
     except OSError as e:
         raise LoaderError(path, f"cannot read ({e.strerror or e})") from None
-    if suffix not in LOADERS:
+    if suffix not in LOADERS and suffix not in extra:
+        hint = None if extra else "More formats (docx, pptx, epub, ipynb, csv): ember ingest --loader llamaindex."
         if is_binary(data):
-            raise LoaderError(path, f"binary file ({suffix or 'no suffix'}), not a document")
-        raise LoaderError(path, f"unsupported file type {suffix!r} (supported: {', '.join(s for s in LOADERS if s)})")
+            raise LoaderError(path, f"binary file ({suffix or 'no suffix'}), not a document", hint=hint)
+        supported = ", ".join(sorted({*(s for s in LOADERS if s), *extra}))
+        raise LoaderError(path, f"unsupported file type {suffix!r} (supported: {supported})", hint=hint)
     return Candidate(path=path, source=source_of(path), data=data, content_hash=content_hash(data))
 
 
