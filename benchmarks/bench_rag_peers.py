@@ -71,7 +71,7 @@ def best(metric: Callable[[str, str], float], prediction: str, truths: list[str]
 
 
 # ---- data -------------------------------------------------------------------------------------------------
-def load_squad(path: Path, n: int) -> tuple[list[str], list[tuple[str, int, list[str]]]]:
+def load_squad(path: Path, n: int, limit: int = 0) -> tuple[list[str], list[tuple[str, int, list[str]]]]:
     paragraphs: list[str] = []
     questions: list[tuple[str, int, list[str]]] = []
     for article in json.loads(path.read_text())["data"]:
@@ -79,6 +79,8 @@ def load_squad(path: Path, n: int) -> tuple[list[str], list[tuple[str, int, list
             pid = len(paragraphs)
             paragraphs.append(para["context"])
             questions += [(qa["question"], pid, [a["text"] for a in qa["answers"]]) for qa in para["qas"]]
+    if limit:  # a quick smoke run on the first paragraphs only
+        paragraphs, questions = paragraphs[:limit], [q for q in questions if q[1] < limit]
     # spread the questions over the articles (the file is article by article): every k-th one
     step = max(1, len(questions) // n)
     return paragraphs, questions[::step][:n]
@@ -158,6 +160,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=300)
     ap.add_argument("--max-tokens", type=int, default=32, help="answer tokens (SQuAD answers are short)")
     ap.add_argument("--only", default=",".join(SYSTEMS), help="comma-separated subset of " + ", ".join(SYSTEMS))
+    ap.add_argument("--paragraphs", type=int, default=0, help="corpus: only the first N paragraphs (0 = all)")
     ap.add_argument("--data", type=Path, default=SQUAD)
     ap.add_argument("--model", type=Path, default=MODEL)
     ap.add_argument("--json", type=Path, help="also write the rows and every answer here")
@@ -168,7 +171,7 @@ def main() -> None:
     from ember.model.engine.llm_engine import EngineConfig
     from ember.retrieval.embedders import load_embedder
 
-    paragraphs, questions = load_squad(args.data, args.questions)
+    paragraphs, questions = load_squad(args.data, args.questions, args.paragraphs)
     embedder = load_embedder("all-MiniLM-L6-v2")
     embedder.embed(["warm up"])
     backend = EmberBackend.from_path(args.model, dtype="float32", device="cpu",

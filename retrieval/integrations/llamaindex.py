@@ -14,7 +14,7 @@ Each class only translates types: searching, storing, generating and embedding a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -128,7 +128,7 @@ class EmberLLM(CustomLLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         inner = self._backend.chat_stream(to_messages(messages), self._params(kwargs.get("stop")))
 
-        def gen() -> Iterator[ChatResponse]:
+        def gen() -> Generator[ChatResponse, None, None]:
             text = ""
             for d in _closing(inner):
                 text += d.text
@@ -145,7 +145,7 @@ class EmberLLM(CustomLLM):
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
         inner = self._backend.stream(prompt, self._params(kwargs.get("stop")))
 
-        def gen() -> Iterator[CompletionResponse]:
+        def gen() -> Generator[CompletionResponse, None, None]:
             text = ""
             for d in _closing(inner):
                 text += d.text
@@ -247,8 +247,9 @@ class EmberVectorStore(BasePydanticVectorStore):
         chunks = []
         for n, (node, vector) in enumerate(zip(nodes, vectors, strict=True)):
             text = node.get_content(metadata_mode=MetadataMode.NONE)
-            start = node.start_char_idx if node.start_char_idx is not None else 0
-            end = node.end_char_idx if node.end_char_idx is not None else start + len(text)
+            lo, hi = getattr(node, "start_char_idx", None), getattr(node, "end_char_idx", None)  # TextNode has them
+            start = lo if lo is not None else 0
+            end = hi if hi is not None else start + len(text)
             chunks.append(store.NewChunk(n, text, start, end, len(self._counter.token_starts(text)),
                                          node.metadata.get("page_label") and _int(node.metadata["page_label"]),
                                          (), vector))
