@@ -208,7 +208,8 @@ def main() -> None:
                         out.append({"question": question, "answer": text, "gold": truths, "retrieved": pids[:K]})
                         bar.advance(task)
             rows.append({"system": name, "recall@5": np.mean(recall), "EM": 100 * np.mean(em),
-                         "F1": 100 * np.mean(f1), "ingest_s": ingest_s, "ingest_cpu_s": ingest_cpu, "p50_s": float(np.percentile(seconds, 50)),
+                         "F1": 100 * np.mean(f1), "ingest_s": ingest_s,
+                         "ingest_cpu_s": ingest_cpu, "p50_s": float(np.percentile(seconds, 50)),
                          "p95_s": float(np.percentile(seconds, 95))})
             answers[name] = out
     finally:
@@ -224,7 +225,8 @@ def main() -> None:
     for r in rows:
         if ember is not None and r is not ember:
             print(f"ember vs {r['system']}: F1 {ember['F1'] - r['F1']:+.1f} points, ingest "
-                  f"{r['ingest_s'] / ember['ingest_s']:.2f}x wall, {r['ingest_cpu_s'] / ember['ingest_cpu_s']:.2f}x CPU "
+                  f"{r['ingest_s'] / ember['ingest_s']:.2f}x wall, "
+                  f"{r['ingest_cpu_s'] / ember['ingest_cpu_s']:.2f}x CPU "
                   f"(>1: Ember faster), p50 {r['p50_s'] / ember['p50_s']:.2f}x")
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "answers": answers}, indent=1))
