@@ -15,12 +15,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ember.retrieval import store
-from ember.retrieval.chunking import Chunk, ChunkConfig, TokenChunker
+from ember.retrieval.chunking import Chunk, ChunkConfig, Chunker, TokenChunker
 from ember.retrieval.collection import Collection, PreparedDocument
 from ember.retrieval.embedders import Embedder
 from ember.retrieval.errors import LoaderError, RetrievalError
 from ember.retrieval.loaders.base import Document, source_of
-from ember.retrieval.loaders.folder import DEFAULT_MAX_BYTES, Candidate, Skipped, parse, read_candidate, walk
+from ember.retrieval.loaders.folder import (
+    DEFAULT_MAX_BYTES,
+    LOADERS,
+    Candidate,
+    Skipped,
+    parse,
+    read_candidate,
+    walk,
+)
+from ember.retrieval.tokens import TokenCounter
+
+LOADER_CHOICES = ("ember", "llamaindex")  # llamaindex: LlamaIndex's readers for the formats Ember does not read
+SPLITTER_CHOICES = ("ember", "langchain-recursive", "llamaindex-sentence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,10 +42,16 @@ class IngestOptions:
     max_bytes: int = DEFAULT_MAX_BYTES
     tags: tuple[str, ...] = ()
     batch_chunks: int = 512
+    loader: str = "ember"  # LOADER_CHOICES
+    splitter: str = "ember"  # SPLITTER_CHOICES
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.batch_chunks < 1:
             raise ValueError("max_bytes and batch_chunks must be positive")
+        if self.loader not in LOADER_CHOICES:
+            raise ValueError(f"loader must be one of {', '.join(LOADER_CHOICES)}, got {self.loader!r}")
+        if self.splitter not in SPLITTER_CHOICES:
+            raise ValueError(f"splitter must be one of {', '.join(SPLITTER_CHOICES)}, got {self.splitter!r}")
 
 
 @dataclass(slots=True)
@@ -63,6 +81,27 @@ def chunk_config(collection: Collection, embedder: Embedder) -> ChunkConfig:
     return ChunkConfig(size, min(collection.row.chunk_overlap, size - 1))
 
 
+def make_chunker(splitter: str, counter: TokenCounter, config: ChunkConfig) -> Chunker:
+    """Ember's `TokenChunker`, or LangChain's / LlamaIndex's splitter (the integrations extra)."""
+    if splitter == "ember":
+        return TokenChunker(counter, config)
+    from ember.retrieval.integrations.splitters import make_splitter
+
+    return make_splitter(splitter, counter, config)
+
+
+def check_extras(options: IngestOptions) -> None:
+    """Raise `MissingExtraError` now (before a collection is created) when the loader or splitter needs one."""
+    from ember.retrieval.integrations import require
+
+    if options.loader == "llamaindex":
+        require("llama_index.readers.file", "llama-index-readers-file", "--loader llamaindex")
+    if options.splitter == "langchain-recursive":
+        require("langchain_text_splitters", "langchain-text-splitters", "--splitter langchain-recursive")
+    if options.splitter == "llamaindex-sentence":
+        require("llama_index.core.node_parser", "llama-index-core", "--splitter llamaindex-sentence")
+
+
 def ingest(collection: Collection, embedder: Embedder, root: str | Path, options: IngestOptions | None = None,
            progress: Progress | None = None) -> IngestReport:
     options = options or IngestOptions()
@@ -70,7 +109,13 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
     if not root.exists():
         raise RetrievalError(f"{root} does not exist", hint="Give a file or a folder to ingest.")
     collection.check_embedder(embedder.info, "ingest into")
-    chunker = TokenChunker(embedder.token_counter(), chunk_config(collection, embedder))
+    chunker = make_chunker(options.splitter, embedder.token_counter(), chunk_config(collection, embedder))
+    other = None  # LlamaIndex's readers, for the suffixes Ember does not read itself
+    if options.loader == "llamaindex":
+        from ember.retrieval.integrations.readers import LlamaIndexReader
+
+        other = LlamaIndexReader()
+    extra = other.suffixes - frozenset(LOADERS) if other else frozenset[str]()
     report = IngestReport()
     start = time.perf_counter()
     with collection.lock():
@@ -107,7 +152,7 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
             if progress:
                 progress(i, len(paths), str(path))
             try:
-                cand = read_candidate(path, options.max_bytes)
+                cand = read_candidate(path, options.max_bytes, extra)
                 seen.add(cand.source)
                 old = existing.get(cand.source)
                 if old is not None and old.content_hash == cand.content_hash:
@@ -116,7 +161,7 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
                         with store.transaction(collection.con):
                             store.set_tags(collection.con, old.id, options.tags)
                     continue
-                doc = parse(cand)
+                doc = other(cand.path, cand.data) if cand.path.suffix.lower() in extra and other else parse(cand)
             except LoaderError as e:
                 report.skipped.append(Skipped(str(path), e.reason))
                 continue

@@ -26,6 +26,12 @@ def ingest(ctx: typer.Context,
            metric: Annotated[str | None, typer.Option(help="cosine or l2 (new collections)")] = None,
            chunk_size: Annotated[int | None, typer.Option(help="tokens per chunk (new collections)")] = None,
            chunk_overlap: Annotated[int | None, typer.Option(help="tokens of overlap (new collections)")] = None,
+           loader: Annotated[str, typer.Option(
+               help="ember, or llamaindex: LlamaIndex's file readers for the formats Ember does not read itself "
+                    "(docx, pptx, epub, ipynb, csv, ...); needs pip install 'ember[integrations]'")] = "ember",
+           splitter: Annotated[str, typer.Option(
+               help="ember (token-aware, Markdown sections), langchain-recursive or llamaindex-sentence "
+                    "(the integrations extra); sizes are still --chunk-size tokens")] = "ember",
            ) -> None:
     """Ingest a file or folder: new files are added, changed ones re-embedded, deleted ones removed, and
     unchanged ones left untouched. Files that cannot be read are listed with the reason and skipped."""
@@ -33,12 +39,16 @@ def ingest(ctx: typer.Context,
 
     from ember.retrieval.collection import Collection, CollectionConfig, validate_name
     from ember.retrieval.errors import CollectionNotFoundError
-    from ember.retrieval.ingest import IngestOptions, chunk_config
+    from ember.retrieval.ingest import IngestOptions, check_extras, chunk_config
     from ember.retrieval.ingest import ingest as do_ingest
 
     s = settings_from(ctx)
     r = s.retrieval
     validate_name(collection)
+    options = IngestOptions(include=tuple(include or ("*",)), exclude=tuple(exclude or ()),
+                            max_bytes=int(r.max_file_mb * 1e6), tags=tuple(tag or ()),
+                            loader=loader, splitter=splitter)
+    check_extras(options)  # a missing integrations extra is reported before a new collection is created
     try:
         col = Collection.open(s.data_dir, collection)
         model = embedder_from(s, embedder or col.row.embedder_spec)
@@ -50,10 +60,10 @@ def ingest(ctx: typer.Context,
         model = embedder_from(s, spec)
         col = Collection.create(s.data_dir, collection, model.info, config, embedder_spec=spec)
     chunking = chunk_config(col, model)
-    options = IngestOptions(include=tuple(include or ("*",)), exclude=tuple(exclude or ()),
-                            max_bytes=int(r.max_file_mb * 1e6), tags=tuple(tag or ()))
     console.print(f"Ingesting {escape(str(path))} into [bold]{collection}[/] ({model.info.model_id}, chunks of "
-                  f"{chunking.size} tokens, overlap {chunking.overlap})")
+                  f"{chunking.size} tokens, overlap {chunking.overlap}"
+                  + (f", loader {loader}" if loader != "ember" else "")
+                  + (f", splitter {splitter}" if splitter != "ember" else "") + ")")
     with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), TextColumn("[dim]{task.fields[file]}"), console=console) as bar:
         task = bar.add_task("files", total=None, file="")

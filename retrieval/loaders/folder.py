@@ -15,6 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ember.retrieval.errors import LoaderError
+from ember.retrieval.integrations.readers import SUFFIXES as LLAMAINDEX_SUFFIXES
 from ember.retrieval.loaders.base import Document, Loader, content_hash, is_binary, source_of
 from ember.retrieval.loaders.html import load_html
 from ember.retrieval.loaders.markdown import load_markdown
@@ -90,8 +91,9 @@ def walk(root: Path, include: Sequence[str] = ("*",), exclude: Sequence[str] = (
                 yield path
 
 
-def read_candidate(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Candidate:
-    """Check type and size, read and hash. Raises `LoaderError` for what can be rejected without parsing."""
+def read_candidate(path: Path, max_bytes: int = DEFAULT_MAX_BYTES, extra: frozenset[str] = frozenset()) -> Candidate:
+    """Check type and size, read and hash. Raises `LoaderError` for what can be rejected without parsing.
+    `extra`: suffixes another loader reads (`--loader llamaindex`)."""
     suffix = path.suffix.lower()
     try:
         size = path.stat().st_size
@@ -101,10 +103,14 @@ def read_candidate(path: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> Candidate:
         data = path.read_bytes()
     except OSError as e:
         raise LoaderError(path, f"cannot read ({e.strerror or e})") from None
-    if suffix not in LOADERS:
+    if suffix not in LOADERS and suffix not in extra:
+        if suffix in LLAMAINDEX_SUFFIXES and not extra:
+            raise LoaderError(path, f"unsupported file type {suffix!r}: Ember reads it with --loader llamaindex "
+                                    "(pip install 'ember[integrations]')")
         if is_binary(data):
             raise LoaderError(path, f"binary file ({suffix or 'no suffix'}), not a document")
-        raise LoaderError(path, f"unsupported file type {suffix!r} (supported: {', '.join(s for s in LOADERS if s)})")
+        supported = ", ".join(sorted({*(s for s in LOADERS if s), *extra}))
+        raise LoaderError(path, f"unsupported file type {suffix!r} (supported: {supported})")
     return Candidate(path=path, source=source_of(path), data=data, content_hash=content_hash(data))
 
 
