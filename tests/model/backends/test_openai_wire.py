@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ember.model.backends import openai_wire as wire
 from ember.model.backends.sse import iter_sse_data
-from ember.model.sampling_params import SamplingParams
+from ember.model.sampling_params import InvalidRequestError, SamplingParams
 
 
 def test_defaults_make_a_plain_openai_request() -> None:
@@ -22,7 +24,15 @@ def test_every_field_is_mapped() -> None:
               "return_tokens_as_token_ids": True}
     assert wire.request_fields(p, chat=False) == {**common, "logprobs": 4}
     assert wire.request_fields(p, chat=True) == {**common, "logprobs": True, "top_logprobs": 4}
-    assert set(SamplingParams.__dataclass_fields__) <= {"logprobs", *common}  # nothing in SamplingParams is dropped
+    # nothing in SamplingParams is dropped: every field is sent, except logits processors, which are refused
+    assert set(SamplingParams.__dataclass_fields__) <= {"logprobs", "logits_processors", *common}
+
+
+def test_logits_processors_are_refused_not_dropped() -> None:
+    p = SamplingParams(logits_processors=[lambda ids, logits: logits])
+    for chat in (False, True):
+        with pytest.raises(InvalidRequestError, match="only on the ember backend"):
+            wire.request_fields(p, chat=chat)
 
 
 def test_finish_reasons() -> None:
