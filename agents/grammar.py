@@ -2,7 +2,9 @@
 
 The grammar is the agent's output format: one `Thought:` line, then either `Action: {"name": ..., "arguments":
 {...}}` where the JSON is one of the tools' call schemas (name fixed, arguments per the tool's JSON schema),
-or `Final Answer: ...`. Mode "call" is the JSON call alone. `GrammarProcessor` is an
+or `Final Answer: ...`. Mode "call" is the JSON call alone; mode "final" is the fixed Thought "The observation answers
+the question." and a free Final Answer (what the agent asks for once the model repeats a call whose result it
+already has). `GrammarProcessor` is an
 `ember.model.logits_processor.LogitsProcessor`: it feeds the tokens sampled so far to an `LLMatcher` and masks
 every token the grammar forbids, so a small model's tool calls always parse and validate.
 """
@@ -21,8 +23,9 @@ import torch
 from ember.agents.tools import Json, Tool
 from ember.model.errors import EmberError
 
-Mode = Literal["react", "call"]
+Mode = Literal["react", "call", "final"]
 MAX_STRING = 100  # strings in a call are capped in the grammar so a rambling model cannot fill max_tokens
+FINAL_THOUGHT = "The observation answers the question."  # the system prompt's example uses the same words
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
@@ -71,10 +74,12 @@ def lark_grammar(tools: Iterable[Tool], mode: Mode = "react") -> str:
     call = "%json " + json.dumps(call_schema(tools))
     if mode == "call":
         return f"start: {call}\n"
+    final = 'final: "Final Answer: " /(.|\\n){1,4000}/\n'
+    if mode == "final":
+        return f'start: "Thought: {FINAL_THOUGHT}\\n" final\n' + final
     return (f'start: "Thought: " THOUGHT "\\n" (action | final)\n'
             f'THOUGHT: /[^\\n]{{1,400}}/\n'
-            f'action: "Action: " {call}\n'
-            f'final: "Final Answer: " /(.|\\n){{1,4000}}/\n')
+            f'action: "Action: " {call}\n' + final)
 
 
 _tokenizers: dict[int, tuple[Any, Any]] = {}  # id(tokenizer) -> (tokenizer, LLTokenizer); keeps the id valid
@@ -93,7 +98,8 @@ def ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: Iterable[int]) -> Any
 
 
 class ToolGrammar:
-    """A compiled grammar for a set of tools; `processor()` makes a fresh per-request matcher."""
+    """A compiled grammar for a set of tools; `processor()` makes a fresh per-request matcher. In mode "react",
+    `processor(final_only=True)` uses the "final" grammar instead (compiled on first use)."""
 
     def __init__(self, tools: Iterable[Tool], tokenizer: Any, vocab_size: int, eos_ids: Iterable[int],
                  mode: Mode = "react") -> None:
@@ -105,9 +111,15 @@ class ToolGrammar:
         if failed:
             raise GrammarError(f"cannot build a tool-call grammar: {messages[0]}")
         self.vocab_size = vocab_size
+        self._final: Any = None
 
-    def processor(self) -> GrammarProcessor:
-        return GrammarProcessor(_llg().LLMatcher(self.ll_tokenizer, self.grammar), self.vocab_size)
+    def processor(self, final_only: bool = False) -> GrammarProcessor:
+        grammar = self.grammar
+        if final_only:
+            if self._final is None:
+                self._final = _llg().LLMatcher.grammar_from_lark(lark_grammar(self.tools, "final"))
+            grammar = self._final
+        return GrammarProcessor(_llg().LLMatcher(self.ll_tokenizer, grammar), self.vocab_size)
 
 
 class GrammarProcessor:

@@ -8,8 +8,10 @@ the reply's tool call (e.g. `<tool_call>{...}</tool_call>`) is read by the same 
 
 Error policy: what the model got wrong (unparsable reply, unknown tool, bad arguments, a tool that failed)
 becomes an observation; one corrective observation per malformed reply, and a second malformed reply in a
-row ends the run. The step cap, the wall-clock cap and repeated identical calls end the run with a clear
-status. Bugs in our own code raise.
+row ends the run. A repeated identical call gets the earlier result back; under a grammar, when that result
+was not an error, the next reply is constrained to a Thought and the Final Answer (small models otherwise
+loop on a call that already answered). The step cap, the wall-clock cap and a call repeated beyond
+`max_repeats` end the run with a clear status. Bugs in our own code raise.
 """
 
 from __future__ import annotations
@@ -101,20 +103,20 @@ class Agent:
                                         engine.model.config.vocab_size, engine.eos_ids)
 
     # ---- the model -------------------------------------------------------------------------------
-    def _params(self) -> SamplingParams:
+    def _params(self, final_only: bool = False) -> SamplingParams:
         c = self.config
-        procs = [self._grammar.processor()] if self._grammar is not None else []
+        procs = [self._grammar.processor(final_only)] if self._grammar is not None else []
         stop = [] if self.constrained else ["\nObservation:"]
         return SamplingParams(max_tokens=c.max_tokens, temperature=c.temperature, stop=stop, logits_processors=procs)
 
-    def _generate(self, messages: list[Message]) -> Completion:
+    def _generate(self, messages: list[Message], final_only: bool = False) -> Completion:
         if self.format == "native":
             tokenizer: Any = getattr(self.backend, "tokenizer")  # noqa: B009
             specs = [t.spec() for t in self.toolbox]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=specs)
             ids = tokenizer.encode(text, add_special_tokens=False)
             return self.backend.generate([ids], self._params())[0]
-        return self.backend.chat(messages, self._params())
+        return self.backend.chat(messages, self._params(final_only))
 
     def _messages(self, task: str) -> list[Message]:
         if self.format == "native":
@@ -167,13 +169,14 @@ class Agent:
         status: Status = "max_steps"
         detail = f"no answer after {c.max_steps} steps"
         malformed_in_row = 0
+        final_only = False  # set when the model repeats a call that already answered (constrained runs)
         for index in range(1, c.max_steps + 1):
             if time.perf_counter() - start > c.max_seconds:
                 status, detail = "timeout", f"no answer after {c.max_seconds:g}s"
                 break
             t0 = time.perf_counter()
             try:
-                completion = self._generate(messages)
+                completion = self._generate(messages, final_only)
             except EmberError as e:
                 status, detail = "backend_error", e.message
                 break
@@ -213,8 +216,10 @@ class Agent:
                     break
                 if seen[key] > 1:
                     step.error = "repeated"
+                    final_only = self.constrained and not results[key].startswith("Error:")
+                    then = "Give the Final Answer now." if final_only else "Use it, or give the Final Answer."
                     self._observe(messages, step, f"You already called {parsed.tool} with these arguments; the "
-                                  f"result was: {results[key]}\nUse it, or give the Final Answer.")
+                                  f"result was: {results[key]}\n{then}")
                 else:
                     results[key] = self._call(parsed, step)
                     self._observe(messages, step, results[key])

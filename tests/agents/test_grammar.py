@@ -78,6 +78,21 @@ def test_react_grammar_gives_a_thought_and_an_action_or_answer(tokenizer: Tokeni
             assert text.split("\n", 1)[1].startswith(("Action: {", "Final Answer: ")), text
 
 
+def test_final_only_grammar_holds_the_reply_to_an_answer(tokenizer: Tokenizer) -> None:
+    grammar = ToolGrammar(tools(), tokenizer, 49152, [EOS], mode="react")
+    gen = torch.Generator().manual_seed(0)
+    proc = grammar.processor(final_only=True)
+    out: list[int] = []
+    for _ in range(40):  # random logits: whatever the "model" prefers, the reply is the fixed thought + an answer
+        token = int(proc(out, torch.randn(49152, generator=gen) * 5).argmax())
+        if token == EOS:
+            break
+        out.append(token)
+    text = tokenizer.decode(out)
+    assert text.startswith("Thought: The observation answers the question.\nFinal Answer: "), text
+    assert "Action:" not in lark_grammar(tools(), "final")
+
+
 def test_mask_admits_the_grammar_and_nothing_else(tokenizer: Tokenizer) -> None:
     grammar = ToolGrammar(tools(), tokenizer, 49152, [EOS], mode="call")
     proc = grammar.processor()
