@@ -161,7 +161,20 @@ def read_scitldr(path: Path) -> list[Example]:
     return out
 
 
-FORMATS = ("jsonl", "squad", "beir", "mmlu_csv", "choice_jsonl", "scitldr")
+def read_gsm8k(path: Path) -> list[Example]:
+    """GSM8K JSONL ({"question", "answer"}): the reference is the number after the answer's `####`."""
+    out = []
+    for i, row in _jsonl(path):
+        answer = str(row.get("answer", ""))
+        if "question" not in row or "####" not in answer:
+            raise DatasetError(f"{path}: line {i + 1} is not a GSM8K row (question, answer with ####)")
+        gold = answer.rsplit("####", 1)[1].strip().replace(",", "")
+        out.append(Example(id=str(row.get("id", i)), input=str(row["question"]), references=(gold,),
+                           metadata={"solution": answer}))
+    return out
+
+
+FORMATS = ("jsonl", "squad", "beir", "mmlu_csv", "choice_jsonl", "scitldr", "gsm8k")
 
 
 def load(format: str, path: Path, split: str = "test") -> tuple[list[Example], Corpus | None]:
@@ -178,4 +191,6 @@ def load(format: str, path: Path, split: str = "test") -> tuple[list[Example], C
         return read_choice_jsonl(path), None
     if format == "scitldr":
         return read_scitldr(path), None
+    if format == "gsm8k":
+        return read_gsm8k(path), None
     raise DatasetError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS)}")

@@ -1,6 +1,6 @@
 """Scores per example (natural units, 0-1) and the run's figures per task (percentages, like the field reports).
 
-Per-example metrics: exact_match, f1, rouge1/2/L/Lsum (F-measure), acc, acc_norm, recall@K, precision@K,
+Per-example metrics: exact_match, f1, numeric_match, rouge1/2/L/Lsum (F-measure), acc, acc_norm, recall@K, precision@K,
 mrr@K, ndcg@K, citation_precision. Corpus metrics, computed over all records of a task: bleu, chrf,
 perplexity. A metric that is undefined for an example (citation precision with no citation) is None and
 left out of the mean.
@@ -27,7 +27,8 @@ def _is_ranking(name: str) -> bool:
 
 
 def check_metrics(task: TaskConfig) -> None:
-    known = {"exact_match", "f1", "acc", "acc_norm", "citation_precision", *rouge.ROUGE_TYPES, *CORPUS_METRICS}
+    known = {"exact_match", "f1", "numeric_match", "acc", "acc_norm", "citation_precision", *rouge.ROUGE_TYPES,
+             *CORPUS_METRICS}
     bad = [m for m in task.metric_names if m not in known and not _is_ranking(m)]
     if bad:
         raise ValueError(f"task {task.name!r}: unknown metrics {bad}; known: {sorted(known)}, recall@K, "
@@ -48,6 +49,8 @@ def grade(task: TaskConfig, ex: Example, pred: dict[str, Any]) -> dict[str, floa
             out[m] = qa.best_over(qa.exact_match, text, ex.references)
         elif m == "f1":
             out[m] = qa.best_over(qa.f1, text, ex.references)
+        elif m == "numeric_match":
+            out[m] = qa.best_over(qa.numeric_match, text, ex.references)
         elif m in ("acc", "acc_norm"):
             if pred.get("choice_logprobs") is not None:
                 picked = choice.choose(pred["choice_logprobs"], ex.choices, normalize=m == "acc_norm")

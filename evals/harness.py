@@ -78,7 +78,9 @@ def make_target(suite: SuiteConfig, task: TaskConfig, corpus: Corpus | None, res
             raise EmberError("a model target needs a backend")
         return ModelTarget(res.backend, t, res.model_id, res.scorer, seed)
     if t.kind == "agent":
-        return AgentTarget()
+        if res.backend is None:
+            raise EmberError("an agent target needs a backend")
+        return AgentTarget(res.backend, t, res.model_id, seed)
     if corpus is None:
         raise EmberError(f"task {task.name!r} has no corpus to search",
                          hint="Retrieval and RAG targets need a squad or beir dataset.")

@@ -76,6 +76,7 @@ class TargetConfig(_Strict):
     stop: list[str] = Field(default_factory=list)
     batch_size: int = Field(default=16, ge=1)  # requests handed to the backend at once
     k: int = Field(default=5, ge=1)  # passages retrieved (retrieval, rag)
+    max_steps: int = Field(default=8, ge=1)  # agent: model replies per task
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
 
 

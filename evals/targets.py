@@ -1,4 +1,4 @@
-"""What a suite evaluates: a closed-book model, retrieval alone, a RAG pipeline, or (later) an agent.
+"""What a suite evaluates: a closed-book model, retrieval alone, a RAG pipeline, or a ReAct agent.
 
 Every target turns a batch of `Example`s into `Prediction`s and describes itself as a dict, which goes into
 the results-cache key so a changed model, prompt or k re-runs instead of reusing stale answers.
@@ -192,13 +192,32 @@ class RagTarget:
 
 
 class AgentTarget:
-    """TODO(agents issue): run `ember.agents` ReAct loops on tasks and score their final answers like qa.
+    """Each example's prompt as the task of an `ember.agents` ReAct agent with the built-in tools (calculator,
+    current_time); its final answer is the prediction, scored like any qa answer. The run's status and step
+    count are kept in `raw`. Examples run concurrently so the engine batches their replies."""
 
-    Until the agents package exposes a runnable agent, a suite with `kind = "agent"` stops with this error
-    rather than pretending."""
+    def __init__(self, backend: Backend, config: TargetConfig, model_id: str, seed: int = 0) -> None:
+        self.backend, self.config, self.model_id, self.seed = backend, config, model_id, seed
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "agent"}
+        c = self.config
+        return {"kind": "agent", "model": self.model_id, "max_steps": c.max_steps, "max_tokens": c.max_tokens,
+                "temperature": c.temperature, "tools": ["calculator", "current_time"], "seed": self.seed}
 
     def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
-        raise EmberError("agent targets are not available yet", hint="Use kind = model, rag or retrieval.")
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ember.agents.builtins import basic_tools
+        from ember.agents.react import Agent, AgentConfig
+
+        c = self.config
+        agent = Agent(self.backend, basic_tools(), AgentConfig(max_steps=c.max_steps, max_tokens=c.max_tokens,
+                                                               temperature=c.temperature))
+
+        def one(ex: Example) -> Prediction:
+            trace = agent.run(render(task.prompt, ex))
+            return Prediction(text=trace.answer or "", raw=f"{trace.status} after {len(trace.steps)} steps")
+
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=c.batch_size) as pool:
+            return _timed(list(pool.map(one, examples)), t0)

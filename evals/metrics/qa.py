@@ -35,6 +35,21 @@ def f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def last_number(text: str) -> float | None:
+    """The last number written in `text` (thousands commas allowed), or None."""
+    found = NUMBER.findall(text or "")
+    return float(found[-1].replace(",", "")) if found else None
+
+
+def numeric_match(prediction: str, reference: str) -> float:
+    """1.0 when the last number in the prediction equals the reference number (GSM8K's convention)."""
+    got, want = last_number(prediction), last_number(reference)
+    return float(got is not None and want is not None and abs(got - want) < 1e-6)
+
+
 def best_over(metric: Callable[[str, str], float], prediction: str, references: Iterable[str]) -> float:
     """The max over several gold answers. No reference at all is a data error, not a zero."""
     refs = list(references)

@@ -54,7 +54,7 @@ def build_resources(s: Settings, suite: SuiteConfig, data_root: Path, model: str
 
     res = Resources(data_root=data_root, model_id=model or s.model)
     t = suite.target
-    if t.kind in ("model", "rag"):
+    if t.kind in ("model", "rag", "agent"):
         from ember.platform.backends import make_backend
 
         with console.status(f"Loading {res.model_id} ({s.backend})…", spinner="dots"):
