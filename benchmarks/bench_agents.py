@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import string
 import subprocess
 import sys
 import tempfile
@@ -25,28 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ember.evals.metrics.qa import last_number, normalize_answer
+
 REPO = Path(__file__).resolve().parents[1]
 TASKS = REPO.parent / "shared" / "datasets" / "agent_tasks"
-NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def normalize(s: str) -> str:
-    """SQuAD's answer normalization: lower case, no punctuation, no articles, single spaces."""
-    s = "".join(ch for ch in s.lower() if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def last_number(s: str) -> float | None:
-    found = NUMBER.findall(s or "")
-    if not found:
-        return None
-    try:
-        return float(found[-1].replace(",", ""))
-    except ValueError:
-        return None
-
-
 def gsm8k(n: int) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in (TASKS / "gsm8k_test_200.jsonl").read_text().splitlines()[:n]]
     for r in rows:
@@ -201,7 +182,7 @@ def main() -> None:
                     return [("search_collection", {"query": title, "k": 2}) for title in titles], t["answer"]
 
                 def qa_ok(t: dict[str, Any], answer: str | None) -> bool:
-                    return bool(answer) and normalize(t["answer"]) in normalize(answer or "")
+                    return bool(answer) and normalize_answer(t["answer"]) in normalize_answer(answer or "")
 
                 rows += run_suite("hotpotqa", qa, qa_tools, backend, qa_plan, qa_ok, args.max_steps,
                                   not args.unconstrained)
