@@ -11,41 +11,19 @@ against the official evaluate-v1.1.py on the same predictions (subprocess).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import random
-import re
-import string
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from ember.evals.metrics.qa import exact_match
+from ember.evals.metrics.qa import f1 as f1_score  # tested equal to the official SQuAD script
+
 REPO = Path(__file__).resolve().parents[1]
 SQUAD = REPO.parent / "shared" / "datasets" / "squad"
-
-
-# ---- the official SQuAD v1.1 metric (evaluate-v1.1.py), re-stated ----------------------------------------
-def normalize_answer(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    p, t = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = collections.Counter(p) & collections.Counter(t)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(p), same / len(t)
-    return 2 * precision * recall / (precision + recall)
-
-
-def exact_match(prediction: str, truth: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(truth))
 
 
 def score(predictions: dict[str, str], golds: dict[str, list[str]]) -> dict[str, float]:

@@ -26,11 +26,9 @@ which a machine shared with other work disturbs less than wall seconds.
 from __future__ import annotations
 
 import argparse
-import collections
 import importlib
 import json
 import re
-import string
 import tempfile
 import time
 from collections.abc import Callable
@@ -39,33 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from ember.evals.metrics.qa import exact_match
+from ember.evals.metrics.qa import f1 as f1_score  # tested equal to the official SQuAD script
+
 REPO = Path(__file__).resolve().parents[1]
 SQUAD = REPO.parent / "shared" / "datasets" / "squad" / "dev-v1.1.json"
 MODEL = REPO / ".ember" / "models" / "smollm2"
 K = 5
 CITE = re.compile(r"\s*\[\d{1,3}\]")
-
-
-# ---- SQuAD v1.1 metrics, as in the official evaluate-v1.1.py --------------------------------------------
-def normalize_answer(s: str) -> str:
-    s = s.lower()
-    s = "".join(ch for ch in s if ch not in set(string.punctuation))
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def f1_score(prediction: str, truth: str) -> float:
-    pred, gold = normalize_answer(prediction).split(), normalize_answer(truth).split()
-    common = collections.Counter(pred) & collections.Counter(gold)
-    same = sum(common.values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(gold)
-    return 2 * precision * recall / (precision + recall)
-
-
-def exact_match(prediction: str, truth: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(truth))
 
 
 def best(metric: Callable[[str, str], float], prediction: str, truths: list[str]) -> float:

@@ -135,8 +135,8 @@ def test_bad_suite_and_data(tmp_path: Path) -> None:
         run_suite(qa_suite(bad), res, tmp_path / "run")
     agent = SuiteConfig.parse({"name": "a", "target": {"kind": "agent"}, "tasks": [
         {"name": "qa", "kind": "qa", "format": "jsonl", "path": str(write_task(tmp_path / "q.jsonl"))}]})
-    with pytest.raises(EmberError, match="agent targets are not available"):
-        run_suite(agent, res, tmp_path / "run2")
+    with pytest.raises(EmberError, match="an agent target needs a backend"):
+        run_suite(agent, Resources(data_root=tmp_path), tmp_path / "run2")
 
 
 def test_cli_compare_and_check(tmp_path: Path) -> None:

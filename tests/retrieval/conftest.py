@@ -9,7 +9,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pytest
@@ -23,6 +23,9 @@ from ember.retrieval.embedders import (
     minilm_folder,
 )
 from ember.retrieval.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from ember.model.backends.ember import EmberBackend
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = REPO.parent / "shared" / "datasets"
@@ -112,6 +115,18 @@ class EmbeddingsServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2_folder: Path) -> Iterator[EmberBackend]:
+    """SmolLM2 on our engine, fp32 on the CPU, for the RAG and interop tests."""
+    from ember.model.backends.ember import EmberBackend
+    from ember.model.engine.llm_engine import EngineConfig
+
+    b = EmberBackend.from_path(smollm2_folder, dtype="float32", device="cpu",
+                               config=EngineConfig(kv_cache_bytes=192 << 20, max_model_len=2048))
+    yield b
+    b.close()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from ember.model.backends.ember import EmberBackend
-from ember.model.engine.llm_engine import EngineConfig
 from ember.retrieval.chunking import ChunkConfig
 from ember.retrieval.collection import Collection, CollectionConfig
 from ember.retrieval.embedders import SentenceTransformerEmbedder
@@ -26,14 +25,6 @@ from .conftest import FASTAPI, consistent
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 QUESTION = "How do I create an API key for the server?"
-
-
-@pytest.fixture(scope="module")
-def backend(smollm2_folder: Path) -> Iterator[EmberBackend]:
-    b = EmberBackend.from_path(smollm2_folder, dtype="float32", device="cpu",
-                               config=EngineConfig(kv_cache_bytes=192 << 20, max_model_len=2048))
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import pytest
 
 from ember.model.backends.base import Delta
 from ember.model.backends.ember import EmberBackend
-from ember.model.engine.llm_engine import EngineConfig
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.retrieval.collection import Collection, CollectionConfig
 from ember.retrieval.embedders import SentenceTransformerEmbedder
@@ -20,14 +19,6 @@ from ember.retrieval.retriever import Retriever
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 pytestmark = [pytest.mark.smollm2, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def backend(smollm2_folder: Path) -> Iterator[EmberBackend]:
-    b = EmberBackend.from_path(smollm2_folder, dtype="float32", device="cpu",
-                               config=EngineConfig(kv_cache_bytes=192 << 20, max_model_len=2048))
-    yield b
-    b.close()
 
 
 @pytest.fixture(scope="module")
