@@ -164,7 +164,7 @@ class Agent:
                       tools=[t.name for t in self.toolbox])
         messages = self._messages(task)
         seen: Counter[str] = Counter()
-        results: dict[str, str] = {}
+        results: dict[str, tuple[str, bool]] = {}  # call key -> (observation, the call failed)
         start = time.perf_counter()
         status: Status = "max_steps"
         detail = f"no answer after {c.max_steps} steps"
@@ -216,13 +216,15 @@ class Agent:
                     break
                 if seen[key] > 1:
                     step.error = "repeated"
-                    final_only = self.constrained and not results[key].startswith("Error:")
+                    observation, failed = results[key]
+                    final_only = self.constrained and not failed
                     then = "Give the Final Answer now." if final_only else "Use it, or give the Final Answer."
                     self._observe(messages, step, f"You already called {parsed.tool} with these arguments; the "
-                                  f"result was: {results[key]}\n{then}")
+                                  f"result was: {observation}\n{then}")
                 else:
-                    results[key] = self._call(parsed, step)
-                    self._observe(messages, step, results[key])
+                    observation = self._call(parsed, step)
+                    results[key] = observation, step.error is not None
+                    self._observe(messages, step, observation)
             if on_step:
                 on_step(step)
         trace.status, trace.detail = status, detail

@@ -59,11 +59,15 @@ def read_conversations(path: str | Path) -> list[list[Message]]:
         for n, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            expected = f"{path}:{n}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}"
             try:
                 messages = json.loads(line)["messages"]
-                assert isinstance(messages, list) and all("role" in m and "content" in m for m in messages)
-            except (json.JSONDecodeError, KeyError, TypeError, AssertionError) as e:
-                raise ConfigError(f"{path}:{n}: expected {{\"messages\": [{{\"role\", \"content\"}}, ...]}}") from e
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise ConfigError(expected) from e
+            # checked explicitly, not with assert: python -O would skip it
+            if not isinstance(messages, list) or not all(
+                    isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+                raise ConfigError(expected)
             out.append(messages)
     if not out:
         raise ConfigError(f"{path}: no conversations")

@@ -155,7 +155,8 @@ async def receive_files(stream: AsyncIterator[bytes], content_type: str, folder:
         if not receiver.done:
             raise ApiError(400, "no file in the upload (multipart field 'file')", code="invalid_upload")
         for tmp, final in receiver.done:
-            assert final.resolve().parent == folder.resolve()  # safe_name guarantees it; never write elsewhere
+            if final.resolve().parent != folder.resolve():  # safe_name prevents it; a real check, not an assert
+                raise ApiError(400, f"invalid file name {final.name!r}", code="invalid_upload")
             os.replace(tmp, final)
         return [final for _, final in receiver.done]
     except BaseException:

@@ -28,13 +28,6 @@ def small_squad(shared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def minilm() -> Any:
-    from ember.retrieval.embedders import load_embedder
-
-    return load_embedder("all-MiniLM-L6-v2")
-
-
 def suite(path: Path, kind: str, metrics: list[str]) -> SuiteConfig:
     return SuiteConfig.parse({"name": kind, "target": {"kind": kind, "k": 5, "batch_size": 8},
                               "tasks": [{"name": "squad", "kind": "qa" if kind == "rag" else "retrieval",

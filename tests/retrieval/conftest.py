@@ -17,10 +17,8 @@ import pytest
 from ember.retrieval import store
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import (
-    MINILM_ID,
     EmbedderInfo,
     SentenceTransformerEmbedder,
-    minilm_folder,
 )
 from ember.retrieval.tokens import TokenCounter
 
@@ -33,13 +31,6 @@ FASTAPI = DATASETS / "documents" / "fastapi-docs" / "docs" / "en" / "docs"
 PDFS = DATASETS / "documents" / "pdf"
 SMALL_DOCS = ["tutorial/query-params.md", "tutorial/path-params.md", "tutorial/background-tasks.md",
               "tutorial/cors.md", "tutorial/static-files.md", "tutorial/first-steps.md"]
-
-
-@pytest.fixture(scope="session")
-def minilm() -> SentenceTransformerEmbedder:
-    emb = SentenceTransformerEmbedder(minilm_folder(), model_id=MINILM_ID)
-    emb.embed(["warm up"])
-    return emb
 
 
 class CountingEmbedder:

@@ -23,7 +23,7 @@ from ember.platform.server.app import create_app
 from ember.platform.server.run import build_state, free_port
 from ember.platform.server.state import ServerState
 from ember.platform.settings import Settings
-from ember.retrieval.embedders import MINILM_ID, SentenceTransformerEmbedder, minilm_folder
+from ember.retrieval.embedders import SentenceTransformerEmbedder
 
 REPO = Path(__file__).resolve().parents[3]
 DOCS = REPO / "docs"
@@ -38,10 +38,8 @@ def engine(smollm2_folder: Path) -> Iterator[EmberBackend]:
 
 
 @pytest.fixture(scope="session")
-def embedder() -> SentenceTransformerEmbedder:
-    e = SentenceTransformerEmbedder(minilm_folder(), model_id=MINILM_ID)
-    e.embed(["warm up"])
-    return e
+def embedder(minilm: SentenceTransformerEmbedder) -> SentenceTransformerEmbedder:
+    return minilm
 
 
 class LiveServer:
