@@ -134,6 +134,10 @@ class ServerSettings(BaseModel):
     max_upload_mb: float = Field(20.0, gt=0, description="largest uploaded file")
     context_window: int | None = Field(None, ge=64, description="RAG prompt + answer tokens; default: the model's")
     max_tokens: int = Field(256, ge=1, description="default answer length when a request gives none")
+    allowed_hosts: list[str] = Field(default_factory=list, description="Host names the server answers to besides "
+                                     "the loopback names and its own address (DNS-rebinding guard); '*' = any")
+    allowed_origins: list[str] = Field(default_factory=list, description="origins (scheme://host:port) besides the "
+                                       "server's own allowed to send state-changing requests (CSRF guard)")
 
 
 class Settings(BaseSettings):
