@@ -10,6 +10,8 @@ from typing import Any
 from ember.model.errors import ConfigError, UnsupportedModelError, WeightsError
 
 ROPE_TYPES = ("default", "linear", "llama3")
+# HF model_type -> its CausalLM class. qwen2 is Llama with biased q/k/v (never o_proj) projections.
+ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mixtral": "MixtralForCausalLM"}
 
 
 @dataclass(slots=True)
@@ -44,8 +46,9 @@ class RopeScaling:
 
 @dataclass(slots=True)
 class LlamaConfig:
-    """Hyper-parameters of `LlamaForCausalLM`, with HF's names. Validates itself on construction."""
+    """Hyper-parameters of `LlamaForCausalLM` (and `Qwen2ForCausalLM`), with HF's names. Validates itself."""
 
+    model_type: str = "llama"  # "llama" or "qwen2" (Mixtral is a llama with num_local_experts > 0)
     vocab_size: int = 32000
     hidden_size: int = 4096
     intermediate_size: int = 11008
@@ -97,6 +100,10 @@ class LlamaConfig:
                                           not 1 <= self.num_experts_per_tok <= self.num_local_experts):
             raise ConfigError(f"num_experts_per_tok={self.num_experts_per_tok} must be between 1 and "
                               f"num_local_experts={self.num_local_experts}")
+        if self.model_type not in ("llama", "qwen2"):
+            raise UnsupportedModelError(f"model_type={self.model_type!r} is not supported (llama, qwen2)")
+        if self.model_type == "qwen2" and (self.is_moe or self.mlp_bias):
+            raise UnsupportedModelError("qwen2 models have neither MoE layers nor MLP biases")
         if self.hidden_act != "silu":
             raise UnsupportedModelError(f"hidden_act={self.hidden_act!r} is not supported (only 'silu')")
 
@@ -120,6 +127,14 @@ class LlamaConfig:
     def is_moe(self) -> bool:
         return self.num_local_experts > 0
 
+    @property
+    def qkv_bias(self) -> bool:
+        return self.attention_bias
+
+    @property
+    def o_bias(self) -> bool:
+        return self.attention_bias and self.model_type != "qwen2"
+
     def num_parameters(self, active: bool = False) -> int:
         """All parameters; with `active`, those one token uses (MoE: only its top-k experts)."""
         h, i, v, hd = self.hidden_size, self.intermediate_size, self.vocab_size, self.dim_head
@@ -132,15 +147,21 @@ class LlamaConfig:
     @classmethod
     def from_hf(cls, hf: dict[str, Any]) -> LlamaConfig:
         """From the dict of an HF `config.json` (transformers 4.x or 5.x spelling)."""
-        arch = hf.get("architectures") or ["LlamaForCausalLM"]
         model_type = hf.get("model_type", "llama")
-        if (model_type, arch[0]) not in (("llama", "LlamaForCausalLM"), ("mixtral", "MixtralForCausalLM")):
+        arch = hf.get("architectures") or [ARCHITECTURES.get(model_type, "LlamaForCausalLM")]
+        if ARCHITECTURES.get(model_type) != arch[0]:
             raise UnsupportedModelError(
                 f"model_type={model_type!r} architectures={arch} is not a Llama decoder",
-                hint="Ember runs LlamaForCausalLM checkpoints (Llama, SmolLM, TinyLlama, Mistral-style) and "
-                     "MixtralForCausalLM.",
+                hint="Ember runs LlamaForCausalLM checkpoints (Llama, SmolLM, TinyLlama, Mistral-style), "
+                     "Qwen2ForCausalLM (Qwen2, Qwen2.5) and MixtralForCausalLM.",
             )
         hf = dict(hf)
+        if model_type == "qwen2":
+            if hf.get("use_sliding_window"):
+                raise UnsupportedModelError("use_sliding_window=true (sliding-window attention) is not supported")
+            hf["attention_bias"] = True  # Qwen2Attention: q/k/v always biased, o_proj never
+            for k in ("use_sliding_window", "sliding_window", "max_window_layers", "layer_types"):
+                hf.pop(k, None)
         # transformers 5 moves rope_theta/rope_scaling into rope_parameters.
         rope = dict(hf.pop("rope_parameters", None) or {})
         rope_scaling = hf.pop("rope_scaling", None) or {}
@@ -156,7 +177,7 @@ class LlamaConfig:
                 high_freq_factor=float(scaling_src.get("high_freq_factor", 4.0)),
                 original_max_position_embeddings=int(scaling_src.get("original_max_position_embeddings", 8192)),
             )
-        known = {f.name for f in fields(cls)} - {"rope_scaling", "rope_theta", "extra"}
+        known = {f.name for f in fields(cls)} - {"rope_scaling", "rope_theta", "extra", "model_type"}
         kwargs = {k: v for k, v in hf.items() if k in known}
         skip = {"architectures", "model_type", "transformers_version", "torch_dtype", "dtype",
                 "quantization_config", "_name_or_path", "_model_name_or_path", "use_cache", "output_router_logits"}
@@ -164,7 +185,8 @@ class LlamaConfig:
         if hf.get("pretraining_tp", 1) != 1:
             raise UnsupportedModelError(f"pretraining_tp={hf['pretraining_tp']} is not supported")
         try:
-            return cls(**kwargs, rope_theta=float(rope_theta), rope_scaling=scaling, extra=extra)
+            return cls(**kwargs, model_type="qwen2" if model_type == "qwen2" else "llama",
+                       rope_theta=float(rope_theta), rope_scaling=scaling, extra=extra)
         except TypeError as e:
             raise ConfigError(f"invalid Llama config: {e}") from e
 
@@ -176,7 +198,13 @@ class LlamaConfig:
         if not self.is_moe:
             for k in ("num_local_experts", "num_experts_per_tok", "router_aux_loss_coef"):
                 d.pop(k)
-        arch, model_type = ("MixtralForCausalLM", "mixtral") if self.is_moe else ("LlamaForCausalLM", "llama")
+        model_type = "mixtral" if self.is_moe else self.model_type
+        d.pop("model_type")
+        if model_type == "qwen2":  # Qwen2Config has no bias flags: they are fixed by the architecture
+            for k in ("attention_bias", "mlp_bias"):
+                d.pop(k)
+            d |= {"use_sliding_window": False, "sliding_window": None, "max_window_layers": self.num_hidden_layers}
+        arch = ARCHITECTURES[model_type]
         return {
             "architectures": [arch],
             "model_type": model_type,

@@ -1,4 +1,4 @@
-"""A Llama-style decoder: RMSNorm, RoPE, MHA/GQA/MQA attention, SwiGLU MLP.
+"""A Llama-style decoder: RMSNorm, RoPE, MHA/GQA/MQA attention, SwiGLU MLP (Qwen2: the same, with q/k/v biases).
 
 Module and parameter names are exactly those of HF `LlamaForCausalLM`, so an HF state dict loads as-is and
 every other format reaches it through a rename table. Shapes: B batch, T new tokens, S cached + new
@@ -34,11 +34,11 @@ class Attention(nn.Module):
         super().__init__()
         self.layer = layer
         self.n_heads, self.n_kv, self.hd = config.num_attention_heads, config.n_kv_heads, config.dim_head
-        c, bias = config.hidden_size, config.attention_bias
+        c, bias = config.hidden_size, config.qkv_bias
         self.q_proj = nn.Linear(c, self.n_heads * self.hd, bias=bias)
         self.k_proj = nn.Linear(c, self.n_kv * self.hd, bias=bias)
         self.v_proj = nn.Linear(c, self.n_kv * self.hd, bias=bias)
-        self.o_proj = nn.Linear(self.n_heads * self.hd, c, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.hd, c, bias=config.o_bias)
         self.qkv_proj: nn.Module | None = None  # set by `fuse_projections` (one matmul instead of three)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,

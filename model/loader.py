@@ -67,8 +67,11 @@ def build_model(config: LlamaConfig, state: dict[str, torch.Tensor], source: str
 
 
 def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu") -> LoadedModel:
-    """From an HF folder (config.json, *.safetensors, tokenizer.json) or a `.gguf` file."""
-    path = Path(path)
+    """From an HF folder (config.json, *.safetensors, tokenizer.json), a `.gguf` file, or a pulled model folder
+    (its `model.gguf`, as shipped)."""
+    from ember.model.registry import model_file
+
+    path = model_file(Path(path))
     t0 = time.perf_counter()
     torch_dtype = resolve_dtype(dtype, device)
     if path.is_file() and path.suffix == ".gguf":

@@ -74,6 +74,10 @@ class Tokenizer:
     def load(cls, folder: str | Path) -> Tokenizer:
         folder = Path(folder)
         path = folder / "tokenizer.json"
+        if not path.is_file() and (folder / "model.gguf").is_file():  # a pulled model: the GGUF's own tokenizer
+            from ember.model.weights.gguf import GGUFFile, tokenizer_from_gguf
+
+            return tokenizer_from_gguf(GGUFFile(folder / "model.gguf"))
         if not path.is_file():
             raise WeightsError(folder, "no tokenizer.json in this folder",
                                hint="Ember reads fast-tokenizer folders (tokenizer.json), as HF models ship.")

@@ -13,9 +13,11 @@ import torch
 # ggml type id -> (name, elements per block, bytes per block)
 GGML_TYPES: dict[int, tuple[str, int, int]] = {
     0: ("F32", 1, 4), 1: ("F16", 1, 2), 30: ("BF16", 1, 2),
-    2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 8: ("Q8_0", 32, 34),
-    12: ("Q4_K", 256, 144), 14: ("Q6_K", 256, 210),
+    2: ("Q4_0", 32, 18), 3: ("Q4_1", 32, 20), 6: ("Q5_0", 32, 22), 7: ("Q5_1", 32, 24), 8: ("Q8_0", 32, 34),
+    10: ("Q2_K", 256, 84), 11: ("Q3_K", 256, 110), 12: ("Q4_K", 256, 144), 13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210), 20: ("IQ4_NL", 32, 18),
 }
+IQ4_NL_VALUES = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
 
 
 def _f16(b: torch.Tensor) -> torch.Tensor:
@@ -41,6 +43,68 @@ def q4_0(b: torch.Tensor) -> torch.Tensor:
 def q4_1(b: torch.Tensor) -> torch.Tensor:
     d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
     return d * _nibbles(b[:, 4:]) + m
+
+
+def _high_bits(qh: torch.Tensor) -> torch.Tensor:
+    """(n, 4) bytes = one little-endian uint32 of 32 fifth bits -> (n, 32) values 0/16."""
+    bits = torch.arange(32, dtype=torch.int64)
+    word = qh.contiguous().view(torch.int32).long() & 0xFFFFFFFF  # (n, 1)
+    return ((word >> bits) & 1) << 4
+
+
+def q5_0(b: torch.Tensor) -> torch.Tensor:
+    d = _f16(b[:, :2])
+    return d * ((_nibbles(b[:, 6:]).long() | _high_bits(b[:, 2:6])) - 16).float()
+
+
+def q5_1(b: torch.Tensor) -> torch.Tensor:
+    d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
+    return d * (_nibbles(b[:, 8:]).long() | _high_bits(b[:, 4:8])).float() + m
+
+
+def iq4_nl(b: torch.Tensor) -> torch.Tensor:
+    d = _f16(b[:, :2])
+    return d * torch.tensor(IQ4_NL_VALUES, dtype=torch.float32)[_nibbles(b[:, 2:]).long()]
+
+
+def _bit_planes(q: torch.Tensor, shifts: int, width: int) -> torch.Tensor:
+    """(n, c, 32) bytes -> (n, c, shifts, 32): field k of each byte is (q >> k*width) & mask."""
+    s = torch.arange(0, shifts * width, width, dtype=torch.int32).reshape(1, 1, shifts, 1)
+    return (q.int()[:, :, None, :] >> s) & ((1 << width) - 1)
+
+
+def q2_k(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    scales, qs = b[:, 0:16].int(), b[:, 16:80].reshape(n, 2, 32)
+    d, dmin = _f16(b[:, 80:82]), _f16(b[:, 82:84])
+    dl = (d * (scales & 0xF).float()).reshape(n, 16, 1)
+    ml = (dmin * (scales >> 4).float()).reshape(n, 16, 1)
+    q = _bit_planes(qs, 4, 2).reshape(n, 16, 16).float()
+    return (dl * q - ml).reshape(n, 256)
+
+
+def q3_k(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    hmask, qs, packed = b[:, 0:32].reshape(n, 1, 32), b[:, 32:96].reshape(n, 2, 32), b[:, 96:108].int()
+    d = _f16(b[:, 108:110])
+    low = torch.stack((packed[:, 0:8] & 0xF, packed[:, 0:8] >> 4), 1).reshape(n, 16)
+    high = ((packed[:, 8:12][:, None, :] >> torch.tensor([0, 2, 4, 6]).reshape(1, 4, 1)) & 3).reshape(n, 16)
+    scales = ((low | (high << 4)) - 32).float()
+    dl = (d * scales).reshape(n, 16, 1)
+    ql = _bit_planes(qs, 4, 2).reshape(n, 16, 16)
+    qh = (_bit_planes(hmask, 8, 1).reshape(n, 16, 16)) ^ 1  # a set bit means no -4 offset
+    return (dl * (ql - (qh << 2)).float()).reshape(n, 256)
+
+
+def q5_k(b: torch.Tensor) -> torch.Tensor:
+    n = b.shape[0]
+    d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])
+    sc, m = _k4_scales_mins(b[:, 4:16])
+    qh, qs = b[:, 16:48].reshape(n, 1, 32), b[:, 48:176].reshape(n, 4, 32)
+    ql = _bit_planes(qs, 2, 4).reshape(n, 8, 32)
+    hi = _bit_planes(qh, 8, 1).reshape(n, 8, 32)
+    q = (ql | (hi << 4)).float()
+    return ((d * sc)[..., None] * q - (dmin * m)[..., None]).reshape(n, 256)
 
 
 def _k4_scales_mins(s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +142,8 @@ def q6_k(b: torch.Tensor) -> torch.Tensor:
 
 
 DEQUANTIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q4_K": q4_k, "Q6_K": q6_k,
+    "Q8_0": q8_0, "Q4_0": q4_0, "Q4_1": q4_1, "Q5_0": q5_0, "Q5_1": q5_1, "IQ4_NL": iq4_nl,
+    "Q2_K": q2_k, "Q3_K": q3_k, "Q4_K": q4_k, "Q5_K": q5_k, "Q6_K": q6_k,
 }
 
 

@@ -1,7 +1,8 @@
 """Read a llama.cpp GGUF file: config from metadata, dequantized tensors under HF names, tokenizer.
 
-llama.cpp's converter permutes the rows of Q and K for its interleaved rotary layout; we undo that so the
-weights run under HF's rotate-half RoPE. Every problem with the file is reported as a `WeightsError`
+For `llama` files, llama.cpp's converter permutes the rows of Q and K for its interleaved rotary layout; we
+undo that so the weights run under HF's rotate-half RoPE. `qwen2` files are not permuted (llama.cpp runs
+them with NEOX-style rotation, which is rotate-half). Every problem with the file is reported as a `WeightsError`
 naming the file, never as a traceback from inside the reader.
 """
 
@@ -45,8 +46,16 @@ GLOBAL_NAMES = {
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
                 r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+               r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 DIGIT_SPLIT_PRES = {"smollm", "starcoder", "refact", "codeshell", "falcon"}  # single digits, then GPT-2
-LLAMA3_PRES = {"llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx"}
+REGEX_SPLITS = {**{p: LLAMA3_SPLIT for p in ("llama3", "llama-v3", "llama-bpe", "smaug-bpe", "dbrx")},
+                **{p: QWEN2_SPLIT for p in ("qwen2", "deepseek-r1-qwen")}}
+# general.architecture -> whether Q/K rows are permuted for interleaved RoPE
+ARCHITECTURES = {"llama": True, "qwen2": False}
+# end-of-turn tokens a chat model stops on besides its eos (Qwen2.5 ends replies with <|im_end|> but may emit
+# <|endoftext|>, and its generation_config lists both)
+EXTRA_STOP_TOKENS = {"qwen2": ("<|im_end|>", "<|endoftext|>")}
 
 
 class GGUFFile:
@@ -107,37 +116,56 @@ class GGUFFile:
 
 def config_from_gguf(g: GGUFFile) -> LlamaConfig:
     arch = g.require("general.architecture")
-    if arch != "llama":
+    if arch not in ARCHITECTURES:
         raise UnsupportedModelError(f"{g.path}: architecture {arch!r} is not supported",
-                                    hint="Ember runs Llama-architecture GGUF files (general.architecture = llama).")
+                                    hint="Ember runs GGUF files of general.architecture llama or qwen2.")
     if "rope_freqs.weight" in g.tensors:
         raise UnsupportedModelError(f"{g.path}: per-dimension rope factors (Llama 3.1 style) are not read from GGUF",
                                     hint="Use the model's HF safetensors folder instead.")
-    heads = int(g.require("llama.attention.head_count"))
-    hidden = int(g.require("llama.embedding_length"))
+
+    def key(name: str, default: Any = None) -> Any:
+        return g.meta(f"{arch}.{name}", default)
+
+    def need(name: str) -> Any:
+        return g.require(f"{arch}.{name}")
+
+    heads = int(need("attention.head_count"))
+    hidden = int(need("embedding_length"))
     tokens = g.meta("tokenizer.ggml.tokens") or []
     scaling = None
-    if g.meta("llama.rope.scaling.type") == "linear":
-        scaling = RopeScaling("linear", factor=float(g.require("llama.rope.scaling.factor")))
+    if key("rope.scaling.type") == "linear":
+        scaling = RopeScaling("linear", factor=float(need("rope.scaling.factor")))
+    eos: int | list[int] | None = g.meta("tokenizer.ggml.eos_token_id")
+    extra = [i for i in (_token_index(tokens, t) for t in EXTRA_STOP_TOKENS.get(arch, ())) if i is not None]
+    if extra:
+        eos = list(dict.fromkeys(([eos] if isinstance(eos, int) else []) + extra))
     return LlamaConfig(
-        vocab_size=int(g.meta("llama.vocab_size", len(tokens))),
+        model_type=arch,
+        vocab_size=int(key("vocab_size", len(tokens))),
         hidden_size=hidden,
-        intermediate_size=int(g.require("llama.feed_forward_length")),
-        num_hidden_layers=int(g.require("llama.block_count")),
+        intermediate_size=int(need("feed_forward_length")),
+        num_hidden_layers=int(need("block_count")),
         num_attention_heads=heads,
-        num_key_value_heads=int(g.meta("llama.attention.head_count_kv", heads)),
-        head_dim=int(g.meta("llama.attention.key_length", g.meta("llama.rope.dimension_count", hidden // heads))),
-        max_position_embeddings=int(g.meta("llama.context_length", 2048)),
-        rms_norm_eps=float(g.meta("llama.attention.layer_norm_rms_epsilon", 1e-5)),
-        rope_theta=float(g.meta("llama.rope.freq_base", 10000.0)),
+        num_key_value_heads=int(key("attention.head_count_kv", heads)),
+        head_dim=int(key("attention.key_length", key("rope.dimension_count", hidden // heads))),
+        max_position_embeddings=int(key("context_length", 2048)),
+        rms_norm_eps=float(key("attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_theta=float(key("rope.freq_base", 10000.0)),
         rope_scaling=scaling,
         tie_word_embeddings="output.weight" not in g.tensors,
         attention_bias="blk.0.attn_q.bias" in g.tensors,
         mlp_bias="blk.0.ffn_up.bias" in g.tensors,
         bos_token_id=g.meta("tokenizer.ggml.bos_token_id"),
-        eos_token_id=g.meta("tokenizer.ggml.eos_token_id"),
+        eos_token_id=eos,
         pad_token_id=g.meta("tokenizer.ggml.padding_token_id"),
     )
+
+
+def _token_index(tokens: list[str], token: str) -> int | None:
+    try:
+        return tokens.index(token)
+    except ValueError:
+        return None
 
 
 def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
@@ -149,6 +177,7 @@ def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 def state_dict_from_gguf(g: GGUFFile, config: LlamaConfig) -> dict[str, torch.Tensor]:
     """HF-named fp32 state dict. Names the file lacks raise; names we do not know are reported."""
     out: dict[str, torch.Tensor] = {}
+    permuted = ARCHITECTURES[config.model_type]
     for gname in g.tensors:
         if gname in GLOBAL_NAMES:
             hf = GLOBAL_NAMES[gname]
@@ -160,9 +189,9 @@ def state_dict_from_gguf(g: GGUFFile, config: LlamaConfig) -> dict[str, torch.Te
         else:
             raise UnsupportedModelError(f"{g.path}: unexpected tensor {gname!r} for a Llama model")
         w = g.tensor(gname)
-        if rest_is(gname, "attn_q"):
+        if permuted and rest_is(gname, "attn_q"):
             w = unpermute_qk(w, config.num_attention_heads)
-        elif rest_is(gname, "attn_k"):
+        elif permuted and rest_is(gname, "attn_k"):
             w = unpermute_qk(w, config.n_kv_heads)
         out[hf] = w
     return out
@@ -194,9 +223,9 @@ def tokenizer_from_gguf(g: GGUFFile) -> Tokenizer:
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre in DIGIT_SPLIT_PRES:
         backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    elif pre in LLAMA3_PRES:
+    elif pre in REGEX_SPLITS:
         backend.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated"),
+            pre_tokenizers.Split(Regex(REGEX_SPLITS[pre]), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ])
     else:
@@ -221,7 +250,7 @@ def tokenizer_from_gguf(g: GGUFFile) -> Tokenizer:
                  "unk_token": tok("unknown_token_id"), "pad_token": tok("padding_token_id")},
         add_bos_token=bool(g.meta("tokenizer.ggml.add_bos_token", False)),
         add_eos_token=bool(g.meta("tokenizer.ggml.add_eos_token", False)),
-        model_max_length=int(g.meta("llama.context_length", 8192)),
+        model_max_length=int(g.meta(f"{g.meta('general.architecture', 'llama')}.context_length", 8192)),
     )
 
 

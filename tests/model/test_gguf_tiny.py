@@ -14,8 +14,12 @@ from ember.model.errors import UnsupportedModelError, WeightsError
 from ember.model.loader import load
 from ember.model.weights.dequant import dequantize
 
-KINDS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q4_K, Q.Q6_K]
-BLOCK = {Q.Q8_0: (32, 34), Q.Q4_0: (32, 18), Q.Q4_1: (32, 20), Q.Q4_K: (256, 144), Q.Q6_K: (256, 210)}
+KINDS = [Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.IQ4_NL, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
+BLOCK = {Q.Q8_0: (32, 34), Q.Q4_0: (32, 18), Q.Q4_1: (32, 20), Q.Q5_0: (32, 22), Q.Q5_1: (32, 24),
+         Q.IQ4_NL: (32, 18), Q.Q2_K: (256, 84), Q.Q3_K: (256, 110), Q.Q4_K: (256, 144), Q.Q5_K: (256, 176),
+         Q.Q6_K: (256, 210)}
+SCALE_OFFSETS = {Q.Q8_0: [0], Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q5_0: [0], Q.Q5_1: [0, 2], Q.IQ4_NL: [0],
+                 Q.Q2_K: [80, 82], Q.Q3_K: [108], Q.Q4_K: [0, 2], Q.Q5_K: [0, 2], Q.Q6_K: [208]}
 
 
 @pytest.mark.parametrize("qtype", KINDS, ids=lambda q: q.name)
@@ -25,12 +29,23 @@ def test_dequantize_matches_ggml_reference(qtype: Q) -> None:
     elems, nbytes = BLOCK[qtype]
     raw = rng.integers(0, 256, size=(8, 4 * nbytes), dtype=np.uint8)
     blocks = raw.reshape(-1, nbytes)
-    for off in {Q.Q8_0: [0], Q.Q4_0: [0], Q.Q4_1: [0, 2], Q.Q4_K: [0, 2], Q.Q6_K: [208]}[qtype]:
+    for off in SCALE_OFFSETS[qtype]:
         blocks[:, off:off + 2] = rng.uniform(-0.1, 0.1, (len(blocks), 1)).astype(np.float16).view(np.uint8)
     expected = gguf_dequantize(raw, qtype)
     ours = dequantize(torch.from_numpy(raw), qtype.name, expected.shape).numpy()
     assert ours.shape == (8, 4 * elems)
     np.testing.assert_array_equal(ours, expected)
+
+
+@pytest.mark.parametrize("qtype", KINDS, ids=lambda q: q.name)
+def test_dequantize_matches_reference_on_any_bytes(qtype: Q) -> None:
+    """Even arbitrary bytes (inf/nan fp16 scales included) decode bit for bit like the reference."""
+    elems, nbytes = BLOCK[qtype]
+    raw = np.random.default_rng(100 + int(qtype)).integers(0, 256, size=(4, 16 * nbytes), dtype=np.uint8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        expected = gguf_dequantize(raw, qtype)
+    ours = dequantize(torch.from_numpy(raw), qtype.name, expected.shape).numpy()
+    np.testing.assert_array_equal(ours, expected)  # NaNs compare equal position by position
 
 
 def test_tiny_gguf_matches_transformers(write_tiny_gguf) -> None:
