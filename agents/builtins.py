@@ -19,6 +19,8 @@ _FUNCS: dict[str, Any] = {"sqrt": math.sqrt, "abs": abs, "round": round, "min": 
                           "floor": math.floor, "ceil": math.ceil, "log": math.log, "exp": math.exp}
 _CONSTS = {"pi": math.pi, "e": math.e}
 MAX_EXPONENT = 10_000
+MAX_INT_BITS = 14_300  # ~4,300 digits, Python's own limit for printing an int: bigger results are refused
+MAX_EXPRESSION = 1_000  # characters
 
 
 def _eval(node: ast.AST) -> Any:
@@ -32,6 +34,7 @@ def _eval(node: ast.AST) -> Any:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
             raise ToolError(f"exponent {right} is too large")
+        _check_size(node.op, left, right)
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
@@ -42,6 +45,23 @@ def _eval(node: ast.AST) -> Any:
                     f"{', '.join(_FUNCS)})")
 
 
+def _check_size(op: ast.operator, left: Any, right: Any) -> None:
+    """Refuse, before computing it, an integer result of more than MAX_INT_BITS bits: `(10**10000)**10000` has
+    a small exponent but 332 million bits, and computing it takes minutes (a document could stall an agent)."""
+    if not (isinstance(left, int) and isinstance(right, int)):
+        return  # floats overflow to an OverflowError on their own, fast
+    a, b = abs(left).bit_length(), abs(right).bit_length()
+    if isinstance(op, ast.Pow):
+        bits = a * right if right > 0 and abs(left) > 1 else 0
+    elif isinstance(op, ast.Mult):
+        bits = a + b
+    else:
+        bits = max(a, b) + 1
+    if bits > MAX_INT_BITS:
+        raise ToolError(f"the result would have about {int(bits * 0.30103):,} digits; at most "
+                        f"{int(MAX_INT_BITS * 0.30103):,} are computed")
+
+
 def calculate(expression: str) -> str:
     """Evaluate an arithmetic expression, e.g. "(16 - 3 - 4) * 2".
 
@@ -49,6 +69,8 @@ def calculate(expression: str) -> str:
         expression: numbers with + - * / // % ** and parentheses; sqrt, abs, round, min, max, floor, ceil.
     """
     text = expression.strip().replace("^", "**").replace(",", "").replace("$", "")
+    if len(text) > MAX_EXPRESSION:
+        raise ToolError(f"the expression is longer than {MAX_EXPRESSION} characters")
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
