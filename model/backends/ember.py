@@ -88,7 +88,8 @@ class EmberBackend:
                 pass
             try:
                 outputs = self.engine.step()
-            except BaseException as e:  # a bug or OOM: fail every live request rather than hang them
+            except BaseException as e:  # the forward pass (a bug, OOM): fail every live request, never hang them
+                # (a failure in one request's own sampling fails that request only: `StepOutput.error`)
                 for req in self._live.values():
                     if req.seq is not None:
                         self.engine.abort(req.seq)
@@ -98,7 +99,7 @@ class EmberBackend:
             for o in outputs:
                 owner = self._live.get(o.seq.seq_id)
                 if owner is not None:
-                    owner.out.put(o)
+                    owner.out.put(BackendError(f"the request failed: {o.error}") if o.error else o)
                     if o.finished:
                         del self._live[o.seq.seq_id]
 

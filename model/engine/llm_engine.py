@@ -50,6 +50,7 @@ class StepOutput:
     new_token_ids: list[int]
     text: str  # new text safe to stream
     finished: bool
+    error: str | None = None  # this request alone failed (its sampling raised); it is finished, blocks freed
 
 
 class LLMEngine:
@@ -118,6 +119,10 @@ class LLMEngine:
         now = time.perf_counter()
         outputs = []
         for row, seq, token in zip(logits, seqs, tokens, strict=True):
+            if isinstance(token, Exception):  # one request's failure fails that request only
+                self.abort(seq)
+                outputs.append(StepOutput(seq, [], "", True, f"{type(token).__name__}: {token}"))
+                continue
             seq.num_computed_tokens = len(seq)
             self.blocks.commit_full_blocks(seq)
             if seq.params.logprobs is not None:
@@ -163,7 +168,11 @@ class LLMEngine:
         seqs = [self.add_request(p, sp) for p, sp in zip(prompts, plist, strict=True)]
         try:
             while self.has_unfinished():
-                done = sum(o.finished for o in self.step())
+                outputs = self.step()
+                failed = next((o for o in outputs if o.error), None)
+                if failed is not None:
+                    raise InvalidRequestError(f"sampling failed: {failed.error}")
+                done = sum(o.finished for o in outputs)
                 if on_step:
                     on_step(done)
         except BaseException:

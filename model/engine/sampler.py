@@ -5,6 +5,12 @@ temperature, top-k, top-p, min-p, then a draw from the sequence's own generator 
 Greedy rows take the argmax of the penalised logits. Logprobs are of the model's raw distribution.
 A request's `logits_processors` (constrained decoding) run first, on its row alone (in place
 unless it wants logprobs).
+
+Numerically safe for any valid `SamplingParams`: temperatures below `MIN_TEMPERATURE` are raised to it (as vLLM
+does: fp32 logits divided by 1e-38 overflow to inf, and inf - inf is nan), penalties are applied in float64 and
+the row is cleaned of nan/inf before the softmax, and a row with no finite candidate left falls back to the
+argmax of its raw logits. Whatever still goes wrong in one row (a logits processor that raises) is returned as
+that row's error, so the engine fails that request only and the rest of the batch goes on.
 """
 
 from __future__ import annotations
@@ -15,13 +21,17 @@ from ember.model.backends.base import TokenLogprob
 from ember.model.engine.sequence import Sequence
 from ember.model.sampling_params import SamplingParams
 
+MIN_TEMPERATURE = 1e-2  # vLLM's floor for a non-zero temperature
+
+
 
 def apply_penalties(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
     p = seq.params
     if p.repetition_penalty != 1:
         seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long, device=logits.device)
-        vals = logits[seen]
-        logits[seen] = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        vals = logits[seen].double()  # a penalty like 1e-300 is 0 in fp32: x / 0 would be inf
+        penalised = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
+        logits[seen] = finite(penalised).to(logits.dtype)
     if (p.presence_penalty or p.frequency_penalty) and seq.num_output_tokens:
         out = torch.tensor(seq.output_ids, dtype=torch.long, device=logits.device)
         counts = torch.bincount(out, minlength=logits.numel()).to(logits.dtype)
@@ -31,7 +41,7 @@ def apply_penalties(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
 
 def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     """Temperature-scaled logits with top-k, top-p and min-p applied (excluded tokens at -inf)."""
-    logits = logits / p.temperature
+    logits = finite(logits / max(p.temperature, MIN_TEMPERATURE))
     if p.top_k and p.top_k < logits.numel():
         kth = torch.topk(logits, p.top_k).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -46,26 +56,42 @@ def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return logits
 
 
-def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int]:
-    """logits: (B, V) fp32, one row per sequence, in order. Returns one token id per sequence."""
+def finite(x: torch.Tensor) -> torch.Tensor:
+    """`x` with nan as -inf (never drawn) and +inf as the largest finite value (so softmax stays defined)."""
+    big = torch.finfo(x.dtype).max
+    return torch.nan_to_num(x, nan=float("-inf"), posinf=big, neginf=float("-inf"))
+
+
+def sample(logits: torch.Tensor, seqs: list[Sequence]) -> list[int | Exception]:
+    """logits: (B, V) fp32, one row per sequence, in order. Returns one token id per sequence, or the error
+    that sequence's own sampling raised (the caller fails that request alone)."""
     if all(s.params.greedy and not s.params.penalized and not s.params.logits_processors for s in seqs):
-        return logits.argmax(-1).tolist()
-    tokens = []
+        return list(finite(logits).argmax(-1).tolist())
+    tokens: list[int | Exception] = []
     for row, seq in zip(logits, seqs, strict=True):
-        p = seq.params
-        if p.logits_processors:
-            if p.logprobs is not None:  # logprobs stay those of the raw distribution
-                row = row.clone()
-            with torch.inference_mode():  # the logits are inference tensors: in-place edits need this mode
-                for proc in p.logits_processors:
-                    row = proc(seq.output_ids, row)
-        row = apply_penalties(row.clone(), seq) if p.penalized else row
-        if p.greedy:
-            tokens.append(int(row.argmax()))
-            continue
-        probs = filter_logits(row, p).softmax(-1)
-        tokens.append(int(torch.multinomial(probs, 1, generator=seq.generator)))
+        try:
+            tokens.append(sample_row(row, seq))
+        except Exception as e:  # this request's processor or parameters: not the batch's problem
+            tokens.append(e)
     return tokens
+
+
+def sample_row(row: torch.Tensor, seq: Sequence) -> int:
+    p = seq.params
+    raw = row
+    if p.logits_processors:
+        if p.logprobs is not None:  # logprobs stay those of the raw distribution
+            row = row.clone()
+        with torch.inference_mode():  # the logits are inference tensors: in-place edits need this mode
+            for proc in p.logits_processors:
+                row = proc(seq.output_ids, row)
+    row = apply_penalties(row.clone(), seq) if p.penalized else row
+    if p.greedy:
+        return int(finite(row).argmax())
+    probs = filter_logits(row, p).softmax(-1)
+    if not bool(torch.isfinite(probs).all()) or float(probs.sum()) <= 0:  # nothing finite was left to draw
+        return int(finite(row if bool(torch.isfinite(row).any()) else raw).argmax())
+    return int(torch.multinomial(probs, 1, generator=seq.generator))
 
 
 def logprobs_of(row: torch.Tensor, token: int, n: int, decode: object) -> TokenLogprob:

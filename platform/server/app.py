@@ -1,14 +1,17 @@
 """The FastAPI app: routes per resource, OpenAI-style errors, API-key auth and request metrics.
 
 Auth and metrics are plain ASGI middleware (not `BaseHTTPMiddleware`, which buffers streams and hides a
-client's disconnect from the route). Once an API key has been created, every route but /health and
+client's disconnect from the route). Before anything else a request's Host and Origin are checked
+(guard.py: DNS rebinding and CSRF). Once an API key has been created, every route but /health and
 the UI's static shell needs `Authorization: Bearer KEY`; keys are checked against the database on every
-request, so `ember keys revoke` takes effect at once, even on a running server.
+request, so `ember keys revoke` takes effect at once, even on a running server. An unexpected error
+becomes a JSON 500 here, so it never reaches uvicorn, which would close the keep-alive connection.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -17,37 +20,59 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ember.model.errors import EmberError
 from ember.platform.server import errors
+from ember.platform.server.guard import NOSNIFF, Guard
 from ember.platform.server.routes import collections, openai, sessions, system, web
 from ember.platform.server.state import ServerState
 
 OPEN = {"/health", *web.PUBLIC}
 ROUTERS = (system.router, openai.router, collections.router, sessions.router, web.router)
+log = logging.getLogger("ember.server")
 
 
 class AuthAndMetrics:
     def __init__(self, app: ASGIApp, st: ServerState) -> None:
         self.app, self.st = app, st
+        s = st.settings.server
+        self.guard = Guard(s.host, s.allowed_hosts, s.allowed_origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status = time.perf_counter(), 500
+        start, status, started = time.perf_counter(), 500, False
         path = scope["path"]
 
         async def send_and_count(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
+                message = {**message, "headers": [*message.get("headers", []), NOSNIFF]}
             await send(message)
 
         try:
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            host = headers.get("host")
+            if not self.guard.host_ok(host):
+                await self.refuse(send_and_count, 421, f"this server does not answer to the host {host!r}: "
+                                  "use 127.0.0.1 or localhost, or list the name in server.allowed_hosts",
+                                  "misdirected_request")
+                return
+            if not self.guard.origin_ok(scope["method"], host, headers.get("origin"), headers.get("sec-fetch-site")):
+                await self.refuse(send_and_count, 403, f"cross-origin request refused (Origin "
+                                  f"{headers.get('origin')!r}): list the origin in server.allowed_origins to allow it",
+                                  "cross_origin_refused")
+                return
             if path not in OPEN:
                 refusal = self.check(scope)
                 if refusal is not None:
-                    await self.refuse(send_and_count, refusal)
+                    await self.refuse(send_and_count, 401, refusal, "invalid_api_key")
                     return
             await self.app(scope, receive, send_and_count)
+        except Exception as e:
+            if started:  # a stream broke after its headers: the connection has to end
+                raise
+            log.exception("internal error", exc_info=e)
+            await self.refuse(send_and_count, 500, f"internal server error ({type(e).__name__})", None)
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or ("/static" if path.startswith("/static/") else "other")
@@ -66,11 +91,12 @@ class AuthAndMetrics:
             return e.message
         return None
 
-    async def refuse(self, send: Send, message: str) -> None:
-        raw = json.dumps(errors.body(401, message, "invalid_api_key")).encode()
-        await send({"type": "http.response.start", "status": 401,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
-                                (b"www-authenticate", b"Bearer")]})
+    async def refuse(self, send: Send, status: int, message: str, code: str | None) -> None:
+        raw = json.dumps(errors.body(status, message, code)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": raw})
 
 

@@ -20,7 +20,8 @@ log = logging.getLogger("ember.server")
 
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
          404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error", 415: "invalid_request_error",
-         422: "invalid_request_error", 429: "rate_limit_error", 502: "server_error", 503: "server_error"}
+         421: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error", 502: "server_error",
+         503: "server_error"}
 
 
 class ApiError(EmberError):
@@ -50,6 +51,20 @@ def error_payload(e: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
     return 500, body(500, f"internal server error ({type(e).__name__})"), {}
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "constrained-str", "constrained-int"}
+
+
+def _union_tag(part: Any) -> bool:
+    """pydantic names the member of a union that failed inside `loc` ('str', 'list[ContentPart]', ...)."""
+    return isinstance(part, str) and (part in _TYPE_TAGS or any(c in part for c in "[](),-"))
+
+
+def _most_specific(errs: list[Any]) -> Any:
+    """Of a union's errors, the one that says what is wrong with the value rather than "not a str": a bound or
+    value error before a type mismatch, the deepest location first."""
+    return max(errs, key=lambda err: (not str(err.get("type", "")).endswith("_type"), len(err.get("loc", ()))))
+
+
 def install(app: FastAPI) -> None:
     async def ember_error(request: Request, e: Exception) -> JSONResponse:
         status, payload, headers = error_payload(e)
@@ -57,8 +72,8 @@ def install(app: FastAPI) -> None:
 
     async def validation_error(request: Request, e: Exception) -> JSONResponse:
         assert isinstance(e, RequestValidationError)
-        first = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid request"}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+        first = _most_specific(list(e.errors())) if e.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path") and not _union_tag(p)]
         param = ".".join(loc) or None
         message = f"{param}: {first['msg']}" if param else str(first["msg"])
         return JSONResponse(body(400, message, "invalid_request", param), status_code=400)
@@ -72,4 +87,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ValueError, ember_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, ember_error)
+    # no handler for plain `Exception`: Starlette runs that one in its outermost middleware and then re-raises,
+    # and uvicorn closes the keep-alive connection. app.AuthAndMetrics answers those 500s itself.

@@ -90,7 +90,7 @@ class KeyStore:
             raise AuthError("invalid API key")
         name, revoked = rows[0]
         if revoked is not None:
-            raise AuthError(f"API key {name!r} was revoked")
+            raise AuthError("this API key was revoked")  # not named: the name is the owner's, not the caller's
         with self.db.write() as con:
             con.execute("UPDATE api_keys SET last_used_at = ? WHERE name = ?", (time.time(), name))
         return str(name)

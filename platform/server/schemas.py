@@ -1,12 +1,32 @@
-"""Request bodies (pydantic, at the trust boundary). OpenAI's fields plus a few named extensions."""
+"""Request bodies (pydantic, at the trust boundary). OpenAI's fields plus a few named extensions.
+
+Every number the sampler reads is bounded here, and every string is `Text`: valid Unicode that encodes to
+UTF-8 (JSON can carry a lone surrogate such as "\\ud800", which the tokenizer cannot encode). A value
+outside its bounds is a 400 that names the field (see errors.py), never a failure deeper down.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ember.model.sampling_params import SamplingParams
+
+MAX_TOKENS = 1 << 20  # a static bound; the route also refuses more than the model's context window
+MAX_STOP = 16  # stop strings per request
+MAX_SEED = (1 << 63) - 1
+
+
+def _unicode(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"invalid Unicode: lone surrogate {value[e.start]!r} at character {e.start}") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_unicode)]
 
 
 class Strict(BaseModel):
@@ -15,13 +35,13 @@ class Strict(BaseModel):
 
 class ContentPart(Strict):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "developer", "tool"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: Text | list[ContentPart] | None = None
+    name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -36,22 +56,23 @@ class StreamOptions(Strict):
 class Sampling(Strict):
     """The sampling fields both completion endpoints share (vLLM's extensions included)."""
 
-    model: str
+    model: Text
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    temperature: float = Field(1.0, ge=0, le=2)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
-    min_p: float = Field(0.0, ge=0, le=1)
-    repetition_penalty: float = Field(1.0, gt=0)
-    presence_penalty: float = Field(0.0, ge=-2, le=2)
-    frequency_penalty: float = Field(0.0, ge=-2, le=2)
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
+    top_k: int = Field(0, ge=0, le=1 << 20)
+    min_p: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
+    repetition_penalty: float = Field(1.0, ge=0.01, le=100, allow_inf_nan=False)
+    presence_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
+    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
+                                                            Field(max_length=MAX_STOP)] | None = None
+    seed: int | None = Field(None, ge=-MAX_SEED - 1, le=MAX_SEED)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past the end-of-sequence token
     n: int = Field(1, ge=1, le=1, description="one choice per request")
-    user: str | None = None
+    user: Text | None = None
 
     def params(self, default_max_tokens: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -64,38 +85,38 @@ class Sampling(Strict):
 
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    collection: str | None = Field(None, description="Ember: answer from this collection (like ember-rag:NAME)")
-    session_id: str | None = Field(None, description="Ember: continue this stored chat session and save the turn")
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
+    collection: Text | None = Field(None, description="Ember: answer from this collection (like ember-rag:NAME)")
+    session_id: Text | None = Field(None, description="Ember: continue this stored chat session and save the turn")
 
 
 class CompletionRequest(Sampling):
-    prompt: str | list[str]
-    max_tokens: int | None = Field(16, ge=1)
+    prompt: Text | list[Text]
+    max_tokens: int | None = Field(16, ge=1, le=MAX_TOKENS)
     echo: bool = False
 
 
 class EmbeddingRequest(Strict):
-    model: str
-    input: str | list[str]
+    model: Text
+    input: Text | list[Text]
     encoding_format: Literal["float", "base64"] = "float"
-    user: str | None = None
+    user: Text | None = None
     dimensions: int | None = None
 
 
 class CollectionCreate(Strict):
-    name: str
+    name: Text
 
 
 class SearchRequest(Strict):
-    query: str = Field(min_length=1)
+    query: Text = Field(min_length=1)
     k: int | None = Field(None, ge=1, le=100)
     mode: Literal["dense", "bm25", "hybrid"] | None = None
 
 
 class SessionCreate(Strict):
-    title: str = "New chat"
-    collection: str | None = None
+    title: Text = "New chat"
+    collection: Text | None = None
 
 
 def usage(prompt: int, completion: int) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -96,8 +97,11 @@ class _Receiver:
             raise ApiError(400, f"at most {MAX_FILES} files per upload", code="too_many_files")
         p.name = safe_name(opts[b"filename"].decode("utf-8", "replace"))
         check_type(p.name)
-        p.tmp = self.folder / f".upload-{os.getpid()}-{id(p)}.part"
-        p.handle = open(p.tmp, "wb")  # noqa: SIM115 (closed in on_part_end or by `discard`)
+        # a name no other part, upload or process can have: mkstemp creates it with O_EXCL (a name made from
+        # `id()` of a freed part object was reused by the next part, and one file took another's bytes)
+        fd, tmp = tempfile.mkstemp(prefix=".upload-", suffix=".part", dir=self.folder)
+        p.tmp = Path(tmp)
+        p.handle = os.fdopen(fd, "wb")  # closed in on_part_end or by `discard`
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
         p = self.part

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -14,7 +16,7 @@ from ember.platform.server.schemas import CollectionCreate, SearchRequest
 from ember.platform.server.uploads import receive_files
 from ember.retrieval import store
 from ember.retrieval.collection import Collection, validate_name
-from ember.retrieval.errors import CollectionNotFoundError
+from ember.retrieval.errors import CollectionExistsError, CollectionNotFoundError
 from ember.retrieval.rag import citation
 
 router = APIRouter(prefix="/v1/collections")
@@ -88,6 +90,17 @@ async def delete_collection(name: str, request: Request) -> dict[str, Any]:
     return {"name": name, "object": "collection", "deleted": True}
 
 
+_creating = threading.Lock()  # first uploads to a new collection, racing: one creates it, the others use it
+
+
+def _ensure_collection(st: Any, name: str) -> None:
+    with _creating:
+        if name in {c.name for c in Collection.names(st.settings.data_dir)}:
+            return
+        with contextlib.suppress(CollectionExistsError):  # another process created it meanwhile: just as good
+            st.create_collection(name).close()
+
+
 @router.post("/{name}/files", status_code=202)
 async def upload(name: str, request: Request) -> JSONResponse:
     """Multipart upload (field `file`, repeatable). The collection is created when it does not exist."""
@@ -97,10 +110,15 @@ async def upload(name: str, request: Request) -> JSONResponse:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > 20 * limit + (1 << 20):
         raise ApiError(413, f"the upload is larger than {20 * limit / 1e6:g} MB", code="request_too_large")
-    if name not in {c.name for c in await run_in_threadpool(Collection.names, st.settings.data_dir)}:
-        await run_in_threadpool(lambda: st.create_collection(name).close())
+    # the files first: a refused upload (413, 415, 400) must not leave a new, empty collection behind
     files = await receive_files(request.stream(), request.headers.get("content-type", ""),
                                 st.uploads_dir / name, limit)
+    try:
+        await run_in_threadpool(_ensure_collection, st, name)
+    except BaseException:
+        for f in files:
+            f.unlink(missing_ok=True)
+        raise
     job = st.submit_ingest(name, files)
     return JSONResponse(job.to_dict(), status_code=202)
 
@@ -124,8 +142,9 @@ async def search(name: str, body: SearchRequest, request: Request) -> dict[str, 
     st = state_of(request)
 
     def run() -> list[dict[str, Any]]:
-        rag = st.rag(_name(name))
-        hits = rag.search(body.query, body.mode, body.k)
-        return [{**citation(h.rank, h).to_dict(), "rank": h.rank} for h in hits]
+        hits = st.retriever(_name(name)).search(body.query, mode=body.mode, k=body.k)
+        # no threshold applies to a plain search: the relevance is the retriever's own score
+        return [{**citation(h.rank, h, h.score).to_dict(), "rank": h.rank, "dense_rank": h.dense_rank,
+                 "bm25_rank": h.bm25_rank} for h in hits]
 
     return {"object": "list", "data": await run_in_threadpool(run)}

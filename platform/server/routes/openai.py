@@ -103,6 +103,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     params = req.params(st.settings.server.max_tokens)
     if req.max_completion_tokens:
         params = replace(params, max_tokens=req.max_completion_tokens)
+    _check_max_tokens(st, params.max_tokens, "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
     messages: list[Message] = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                                for m in req.messages]
     if messages[-1]["role"] != "user":
@@ -221,10 +222,29 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
     head = {"id": "cmpl-" + uuid.uuid4().hex[:24], "created": int(time.time()), "model": req.model}
     prefix = prompt if req.echo else ""
 
-    if not req.stream:
+    if not req.stream:  # like chat: one worker call, cancelled (KV blocks freed) when the client leaves
+        def run(cancel: threading.Event) -> Completion:
+            it = st.backend.stream(prompt, params)
+            final: Completion | None = None
+            try:
+                for d in it:
+                    if cancel.is_set():
+                        raise ClientGone()
+                    final = d.completion or final
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+            if final is None:
+                raise ApiError(502, "the backend ended the completion without a result", code="backend_error")
+            return final
+
         slot = await st.limiter.acquire()
         try:
-            completion = (await run_in_threadpool(st.backend.generate, [prompt], params))[0]
+            completion = await run_until_disconnect(request, run)
+        except ClientGone:
+            st.metrics.cancelled += 1
+            return Response(status_code=499)
         finally:
             slot.release()
         st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)
@@ -257,7 +277,16 @@ async def completions(req: CompletionRequest, request: Request) -> Any:
 
 
 def _sampling(req: Sampling, st: ServerState) -> Any:
-    return req.params(st.settings.server.max_tokens)
+    params = req.params(st.settings.server.max_tokens)
+    _check_max_tokens(st, params.max_tokens, "max_tokens")
+    return params
+
+
+def _check_max_tokens(st: ServerState, max_tokens: int, field: str) -> None:
+    window = st.context_window()
+    if max_tokens > window:
+        raise ApiError(400, f"{field}: {max_tokens} is more than this model's context window of {window} tokens",
+                       code="invalid_request", param=field)
 
 
 @router.post("/v1/embeddings")
@@ -279,7 +308,11 @@ async def embeddings(req: EmbeddingRequest, request: Request) -> JSONResponse:
         counter = embedder.token_counter()
         return embedder.embed(texts), sum(len(counter.token_starts(t)) for t in texts)
 
-    vectors, tokens = await run_in_threadpool(run)
+    slot = await st.limiter.acquire()  # embedding is model work too: it shares the generations' bound
+    try:
+        vectors, tokens = await run_in_threadpool(run)
+    finally:
+        slot.release()
     data = []
     for i, v in enumerate(vectors):
         value: Any = (base64.b64encode(np.asarray(v, "<f4").tobytes()).decode()

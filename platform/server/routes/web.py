@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from ember.platform.server.errors import ApiError
+from ember.platform.server.guard import PAGE_HEADERS
 
 router = APIRouter()
 ASSETS = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
@@ -19,7 +20,7 @@ def _asset(name: str) -> Response:
     if name not in ASSETS:
         raise ApiError(404, f"no such file {name!r}")
     data = files("ember.platform.web").joinpath(name).read_bytes()
-    return Response(data, media_type=ASSETS[name], headers={"Cache-Control": "no-cache"})
+    return Response(data, media_type=ASSETS[name], headers={"Cache-Control": "no-cache", **PAGE_HEADERS})
 
 
 @router.get("/", include_in_schema=False)
