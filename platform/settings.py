@@ -146,6 +146,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path(".ember"), description="where models, indexes and the database live")
     model: str = Field("smollm2", min_length=1, description="default model: a registry name or a path")
+    hf_token: str | None = Field(None, description="Hugging Face hub token for `ember models pull hf:...`")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the model runs")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="weights dtype; auto = float32 on CPU, bfloat16 on CUDA")
