@@ -3,7 +3,10 @@
 Files are read and hashed first; a file whose hash matches its document row is left untouched (not even
 parsed). New and changed files are parsed, chunked and embedded in batches of about `batch_chunks` chunks
 (one `embed` call each, so the model sorts and pads a large batch), and each batch is committed in one
-transaction; a changed file's old chunks are replaced in that same transaction. Documents under the
+transaction; a changed file's old chunks are replaced in that same transaction. So a process killed
+mid-ingest loses at most the batch in flight: at most `batch_chunks` (64) chunks of embedding work, or
+one document when a single document has more chunks (a document is never split across commits); the
+next ingest skips everything committed, by content hash. Documents under the
 ingested root whose files are gone (or are no longer selected, or no longer load) are removed.
 """
 
@@ -31,6 +34,7 @@ from ember.retrieval.loaders.folder import (
 )
 from ember.retrieval.tokens import TokenCounter
 
+BATCH_CHUNKS = 64  # chunks per commit: the most embedding work a kill -9 can lose (besides one big document)
 LOADER_CHOICES = ("ember", "llamaindex")  # llamaindex: LlamaIndex's readers for the formats Ember does not read
 SPLITTER_CHOICES = ("ember", "langchain-recursive", "llamaindex-sentence")
 
@@ -41,7 +45,7 @@ class IngestOptions:
     exclude: tuple[str, ...] = ()
     max_bytes: int = DEFAULT_MAX_BYTES
     tags: tuple[str, ...] = ()
-    batch_chunks: int = 512
+    batch_chunks: int = BATCH_CHUNKS
     loader: str = "ember"  # LOADER_CHOICES
     splitter: str = "ember"  # SPLITTER_CHOICES
 
@@ -170,6 +174,8 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
                 report.skipped.append(Skipped(str(path), "no text to index"))
                 seen.discard(cand.source)
                 continue
+            if pending and sum(len(p[2]) for p in pending) + len(chunks) > options.batch_chunks:
+                flush()  # commit what is pending first: a batch stays within batch_chunks (or is one document)
             pending.append((cand, doc, chunks, old.id if old is not None else None))
             if sum(len(p[2]) for p in pending) >= options.batch_chunks:
                 flush()

@@ -4,7 +4,8 @@ New vectors are computed for every chunk into `shadow_vectors` (committed in bat
 not touched, so searches keep using the old model meanwhile), a shadow FAISS index is built from them and
 saved beside the live one, and then one transaction moves the new vectors into the chunk rows and records
 the new embedder. Only after that commit does the shadow file replace `index.faiss`. A crash before the
-commit leaves the old collection as it was (a stale shadow file and shadow rows are cleared next time); a
+commit (mid-batch, between shadow batches, after the shadow index is saved) leaves the old collection as it
+was, and the next re-embed starts over (a stale shadow file and shadow rows are cleared next time); a
 crash after it leaves SQLite wholly on the new model, and the next open rebuilds the index from it since
 `meta.json` still names the old one. Old and new vectors are never in one index.
 """
@@ -53,6 +54,7 @@ def reembed(collection: Collection, embedder: Embedder, embedder_spec: str | Non
                 con.executemany("INSERT INTO shadow_vectors VALUES (?,?,?)",
                                 [(name, cid, np.ascontiguousarray(v, np.float32).tobytes())
                                  for (cid, _), v in zip(part, vectors, strict=True)])
+            collection.events("shadow_committed")
             if progress:
                 progress(min(i + batch, len(rows)), len(rows))
         new_row = replace(collection.row, embedder_id=info.model_id, embedder_spec=embedder_spec or info.model_id,

@@ -1,4 +1,5 @@
-"""kill -9 at any point of an ingest leaves the collection loadable and consistent (real subprocess, SIGKILL)."""
+"""kill -9 at any point of an ingest or a re-embed leaves the collection loadable and consistent (real
+subprocess, SIGKILL); a killed ingest loses at most one batch (`BATCH_CHUNKS` chunks, or one document)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from ember.retrieval import store
 from ember.retrieval.chunking import TokenChunker
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import OpenAIEmbedder
-from ember.retrieval.ingest import chunk_config, ingest
+from ember.retrieval.ingest import BATCH_CHUNKS, chunk_config, ingest
 from ember.retrieval.loaders import load_file
+from ember.retrieval.reembed import reembed
 
 from .conftest import FASTAPI, SMALL_DOCS, EmbeddingsServer, consistent
-from .crash_worker import CONFIG
+from .crash_worker import CONFIG, REEMBED_BATCH, ReversedEmbedder
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 
@@ -99,3 +103,81 @@ def test_sigkill_mid_ingest(tmp_path: Path, baseline: dict, embeddings_server: E
     got = {Path(s).name: (d.content_hash, chunk_texts(col, d.id)) for s, d in col.documents().items()}
     assert got == baseline["expected"]
     assert len(col.read_meta() or {}) and (col.read_meta() or {})["generation"] == col.row.generation
+
+
+def same(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to float noise (MiniLM's vectors move in the last bits with the batch they are padded in)."""
+    return bool(np.allclose(a, b, atol=1e-4))
+
+
+def stored_vectors(col: Collection) -> dict[int, np.ndarray]:
+    return {int(i): v.copy() for ids, vs in store.iter_vectors(col.con, col.name, col.row.dim)
+            for i, v in zip(ids, vs, strict=True)}
+
+
+def test_sigkill_after_the_first_default_batch_loses_at_most_that_bound(
+        tmp_path: Path, embeddings_server: EmbeddingsServer) -> None:
+    """With the default batch (`BATCH_CHUNKS`), a kill right after the first commit keeps that commit, and the
+    next ingest embeds only what was not committed: the work a kill can lose is the batch in flight, at most
+    BATCH_CHUNKS chunks (or one document, when a single document has more)."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for p in sorted((FASTAPI / "tutorial").glob("*.md"))[:24]:
+        shutil.copy(p, corpus / p.name)
+    data = tmp_path / "data"
+    embedder = OpenAIEmbedder(embeddings_server.url, "all-MiniLM-L6-v2")
+    Collection.create(data, "docs", embedder.info, CONFIG).close()
+    cmd = [sys.executable, str(WORKER), str(data), str(corpus), embeddings_server.url, "committed", "1",
+           "ingest-default"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == -signal.SIGKILL and out.stdout.splitlines()[-1] == "committed", out.stdout + out.stderr
+    col = Collection.open(data, "docs")
+    consistent(col)
+    kept = col.con.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    sizes = [len(TokenChunker(embedder.token_counter(), chunk_config(col, embedder)).chunk(load_file(p)))
+             for p in sorted(corpus.iterdir())]
+    assert 0 < kept <= max(BATCH_CHUNKS, max(sizes)), (kept, sizes)  # one bounded commit, not the whole corpus
+    assert sum(sizes) > 2 * BATCH_CHUNKS  # the corpus needs several commits, so the bound is what was tested
+    report = ingest(col, embedder, corpus)  # resumes: re-embeds only the uncommitted rest
+    assert report.chunks == sum(sizes) - kept
+    assert report.unchanged == len(col.documents()) - len(report.added)
+    consistent(col)
+
+
+@pytest.mark.parametrize("event,nth", [("shadow_committed", 1), ("shadow_committed", 2), ("shadow_saved", 1),
+                                       ("swapped", 1)])
+def test_sigkill_mid_reembed(tmp_path: Path, baseline: dict, embeddings_server: EmbeddingsServer, event: str,
+                             nth: int) -> None:
+    """A re-embed killed between shadow batches, after the shadow index is saved, or after the swap leaves the
+    collection wholly on the old model or wholly on the new one (every vector), and the next re-embed ends it."""
+    data = tmp_path / "data"
+    shutil.copytree(baseline["root"] / "data", data)
+    before = Collection.open(data, "docs")
+    old_id, old = before.row.embedder_id, stored_vectors(before)
+    before.close()
+    assert len(old) > 2 * REEMBED_BATCH  # room for two shadow batches before the swap
+    cmd = [sys.executable, str(WORKER), str(data), "-", embeddings_server.url, event, str(nth), "reembed"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == -signal.SIGKILL and out.stdout.splitlines()[-1] == event, out.stdout + out.stderr
+
+    col = Collection.open(data, "docs")
+    consistent(col)
+    got = stored_vectors(col)
+    assert got.keys() == old.keys()
+    reversed_embedder = ReversedEmbedder(baseline["embedder"])
+    if event == "swapped":  # the swap had committed: every vector is the new model's
+        assert col.row.embedder_id == "minilm-reversed"
+        assert all(same(got[i], old[i][::-1]) for i in old)
+    else:  # before the swap: the old collection, untouched
+        assert col.row.embedder_id == old_id
+        assert all(np.array_equal(got[i], old[i]) for i in old)  # untouched, bit for bit
+        reembed(col, reversed_embedder)  # the next re-embed starts over and finishes
+        consistent(col)
+    final = stored_vectors(col)
+    assert col.row.embedder_id == "minilm-reversed"
+    assert all(same(final[i], old[i][::-1]) for i in old)
+    assert col.con.execute("SELECT count(*) FROM shadow_vectors").fetchone()[0] == 0
+    if event != "swapped":  # after a swap the stale shadow file waits for the next writer, which removes it
+        assert not (col.folder / "index.next.faiss").exists()
+    query = reversed_embedder.embed(["How do I declare query parameters?"])[0]
+    assert col.search_dense(query, 3)[0][1] > 0.4  # the index answers with the new model's vectors
