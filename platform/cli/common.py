@@ -29,7 +29,8 @@ def resolve_model(settings: Settings, name: str | None) -> Path:
 
     name = name or settings.model
     local = settings.models_dir / name
-    if local.is_dir() and (local / "config.json").is_file():
+    if local.is_dir() and (is_pulled(settings.models_dir, name) if name in REGISTRY or (local / "model.gguf").exists()
+                           else (local / "config.json").is_file()):
         return local
     if name in REGISTRY:
         reason = "is not complete" if local.exists() and not is_pulled(settings.models_dir, name) else "is not pulled"

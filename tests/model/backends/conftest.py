@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import functools
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.net import free_port as free_port_now
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -33,33 +34,27 @@ def vllm_env() -> dict[str, str]:
             "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def free_port() -> int:
     """A loopback port nothing listens on (right now)."""
-    return _free_port()
+    return free_port_now()
 
 
 @pytest.fixture(scope="module")
 def module_port() -> int:
-    return _free_port()
+    return free_port_now()
 
 
 Greedy = Callable[..., tuple[list[int], torch.Tensor]]
 
 
 @pytest.fixture(scope="session")
-def hf_greedy(smollm2_folder: Path) -> Greedy:
+def hf_greedy(smollm2_hf: Path) -> Greedy:
     """transformers' fp32 greedy continuation of prompt ids on the SmolLM2 folder: (new ids, log-softmax per step).
 
     The reference the vLLM-driven tests compare against; `stop_at_eos=False` generates exactly `n` tokens."""
     transformers = pytest.importorskip("transformers")
-    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_folder, dtype=torch.float32).eval()
+    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32).eval()
     eos = model.config.eos_token_id
 
     @functools.cache

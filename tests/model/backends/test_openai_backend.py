@@ -33,10 +33,10 @@ START_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
-def server(vllm_python: Path, vllm_env: dict[str, str], smollm2_folder: Path, module_port: int,
+def server(vllm_python: Path, vllm_env: dict[str, str], smollm2_hf: Path, module_port: int,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    cmd = [str(vllm_python), "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", str(smollm2_folder),
+    cmd = [str(vllm_python), "-m", "vllm.entrypoints.launchers.api_server.entry", "--model", str(smollm2_hf),
            "--served-model-name", MODEL, "--dtype", "float32", "--max-model-len", "2048",
            "--host", "127.0.0.1", "--port", str(module_port)]
     base = f"http://127.0.0.1:{module_port}"

@@ -51,12 +51,12 @@ CASES: list[dict[str, Any]] = [
 
 
 @pytest.fixture(scope="module")
-def vllm_results(vllm_python: Path, vllm_env: dict[str, str], smollm2_folder: Path,
+def vllm_results(vllm_python: Path, vllm_env: dict[str, str], smollm2_hf: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     work = tmp_path_factory.mktemp("vllm")
     cases, out = work / "cases.json", work / "out.json"
     cases.write_text(json.dumps(CASES))
-    proc = subprocess.Popen([str(vllm_python), str(WORKER), str(smollm2_folder), str(cases), str(out)],
+    proc = subprocess.Popen([str(vllm_python), str(WORKER), str(smollm2_hf), str(cases), str(out)],
                             env=vllm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:

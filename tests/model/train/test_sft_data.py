@@ -25,7 +25,7 @@ CONVERSATION = [
 
 def tokenizers(bpe: Tokenizer) -> list[Tokenizer]:
     out = [bpe]
-    if (SMOLLM2 / "tokenizer.json").is_file():
+    if (SMOLLM2 / "ember-source.json").is_file():
         out.append(Tokenizer.load(SMOLLM2))
     return out
 
