@@ -19,41 +19,20 @@ import weakref
 from collections.abc import Coroutine
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ember.agents.mcp_config import McpServerConfig
 from ember.agents.tools import Tool, ToolError
 from ember.model.errors import EmberError
 
 T = TypeVar("T")
+__all__ = ["McpError", "McpHub", "McpServerConfig", "observation"]
 
 
 class McpError(EmberError):
     """An MCP server could not be started, reached or used."""
 
     http_status = 502
-
-
-@dataclass(slots=True)
-class McpServerConfig:
-    """One entry of `mcpServers`: either a stdio command line or a streamable-HTTP URL."""
-
-    name: str
-    command: str | None = None
-    args: list[str] = field(default_factory=list)
-    env: dict[str, str] = field(default_factory=dict)
-    cwd: str | None = None
-    url: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    bearer_token: str | None = None
-    timeout_s: float = 30.0  # per tool call
-    startup_timeout_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if (self.command is None) == (self.url is None):
-            raise ValueError(f"MCP server {self.name!r}: give exactly one of command (stdio) or url (HTTP)")
-        if self.timeout_s <= 0 or self.startup_timeout_s <= 0:
-            raise ValueError(f"MCP server {self.name!r}: timeouts must be positive")
 
 
 def observation(result: Any) -> tuple[str, bool]:

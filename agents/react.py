@@ -27,7 +27,7 @@ from ember.agents.parsing import Parsed, parse_reply
 from ember.agents.tools import Tool, Toolbox, ToolError
 from ember.agents.trace import Status, Step, Trace
 from ember.model.backends.base import Backend, Completion, Message
-from ember.model.errors import EmberError
+from ember.model.errors import EmberError, InvalidValueError
 from ember.model.sampling_params import SamplingParams
 
 SYSTEM_PROMPT = """You solve the user's task step by step, using tools.
@@ -62,22 +62,18 @@ class AgentConfig:
 
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.max_seconds <= 0 or self.max_tokens < 1 or self.max_repeats < 1:
-            raise ValueError("max_steps, max_seconds, max_tokens and max_repeats must be positive")
+            raise InvalidValueError("max_steps, max_seconds, max_tokens and max_repeats must be positive")
         if self.format not in ("auto", "react", "native"):
-            raise ValueError(f"format must be auto, react or native, got {self.format!r}")
+            raise InvalidValueError(f"format must be auto, react or native, got {self.format!r}")
 
 
 def describe_tools(tools: list[Tool]) -> str:
     return "\n".join(f"- {t.name}: {t.description}\n  arguments schema: {json.dumps(t.parameters)}" for t in tools)
 
 
-def _has_native_tools(backend: Backend) -> bool:
-    template = getattr(getattr(backend, "tokenizer", None), "chat_template", None)
-    return isinstance(template, str) and "tools" in template
-
-
 def _supports_grammar(backend: Backend) -> bool:
-    return backend.name == "ember" and hasattr(backend, "engine")
+    c = backend.capabilities
+    return c.logits_processors and c.tokenizer is not None and c.vocab_size is not None
 
 
 class Agent:
@@ -85,7 +81,7 @@ class Agent:
         self.backend = backend
         self.toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools)
         self.config = config = config or AgentConfig()
-        native = _has_native_tools(backend)
+        native = backend.capabilities.native_tools
         if config.format == "native" and not native:
             raise EmberError(f"the {backend.name} backend's chat template has no tool-call format",
                              hint="Use format='react' (the text ReAct format).")
@@ -98,9 +94,9 @@ class Agent:
         if self.constrained:
             from ember.agents.grammar import ToolGrammar
 
-            engine: Any = getattr(backend, "engine")  # noqa: B009 (an EmberBackend, checked above)
-            self._grammar = ToolGrammar(list(self.toolbox), getattr(backend, "tokenizer"),  # noqa: B009
-                                        engine.model.config.vocab_size, engine.eos_ids)
+            c = backend.capabilities
+            assert c.tokenizer is not None and c.vocab_size is not None  # _supports_grammar checked them
+            self._grammar = ToolGrammar(list(self.toolbox), c.tokenizer, c.vocab_size, set(c.eos_ids))
 
     # ---- the model -------------------------------------------------------------------------------
     def _params(self, final_only: bool = False) -> SamplingParams:
@@ -111,7 +107,8 @@ class Agent:
 
     def _generate(self, messages: list[Message], final_only: bool = False) -> Completion:
         if self.format == "native":
-            tokenizer: Any = getattr(self.backend, "tokenizer")  # noqa: B009
+            tokenizer = self.backend.capabilities.tokenizer
+            assert tokenizer is not None  # native format: the template came from this tokenizer
             specs = [t.spec() for t in self.toolbox]
             text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=specs)
             ids = tokenizer.encode(text, add_special_tokens=False)

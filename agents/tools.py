@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import jsonschema
 
-from ember.model.errors import ConfigError, EmberError
+from ember.model.errors import ConfigError, EmberError, InvalidValueError
 
 Json = dict[str, Any]
 
@@ -95,9 +95,9 @@ class Tool:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", self.name):
-            raise ValueError(f"tool name {self.name!r} must be 1-128 letters, digits, '_', '-' or '.'")
+            raise InvalidValueError(f"tool name {self.name!r} must be 1-128 letters, digits, '_', '-' or '.'")
         if self.parameters.get("type", "object") != "object":
-            raise ValueError(f"tool {self.name}: parameters must be a JSON schema of type 'object'")
+            raise InvalidValueError(f"tool {self.name}: parameters must be a JSON schema of type 'object'")
         cls = jsonschema.validators.validator_for(self.parameters, default=jsonschema.Draft202012Validator)
         cls.check_schema(self.parameters)
         self._validator = cls(self.parameters)

@@ -45,6 +45,12 @@ class ScriptedOracle:
 
     name = "scripted-oracle"
 
+    @property
+    def capabilities(self) -> Any:
+        from ember.model.backends.base import Capabilities
+
+        return Capabilities()
+
     def __init__(self, calls: list[tuple[str, dict[str, Any]]], answer: str) -> None:
         self.calls, self.answer, self.n = calls, answer, 0
 

@@ -104,9 +104,8 @@ def measure(backend: Any, requests: list[str], constrained: bool, max_tokens: in
 
     tool_list = tools()
     by_name = {t.name: t for t in tool_list}
-    engine = backend.engine
-    grammar = ToolGrammar(tool_list, backend.tokenizer, engine.model.config.vocab_size, engine.eos_ids,
-                          mode="call") if constrained else None
+    c = backend.capabilities
+    grammar = ToolGrammar(tool_list, c.tokenizer, c.vocab_size, c.eos_ids, mode="call") if constrained else None
     system = system_prompt(tool_list)
     chats = [backend._chat_prompt([{"role": "system", "content": system}, {"role": "user", "content": r}])
              for r in requests]

@@ -7,7 +7,6 @@ a hash of the corpus and the embedder, so a changed corpus or embedder gets a ne
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,8 +52,8 @@ def build_collection(data_dir: Path, name: str, corpus: Corpus, embedder,  # emb
             new = [NewChunk(n, c.text, c.start, c.end, c.tokens, None, (), vectors[offset + n])
                    for n, c in enumerate(cs)]
             offset += len(cs)
-            digest = hashlib.sha256(text.encode()).hexdigest()
-            docs.append(PreparedDocument(SOURCE_PREFIX + pid, title or pid, "text", digest, len(text), None, (), new))
+            docs.append(PreparedDocument.build(SOURCE_PREFIX + pid, title or pid, "text", text.encode(), new,
+                                               size=len(text)))
         with col.lock():
             col.apply(docs)
             col.save()

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ember.model.errors import EmberError
+from ember.model.errors import EmberError, InvalidValueError
 
 
 class DatasetError(EmberError):
@@ -39,7 +39,7 @@ class Example:
 
     def __post_init__(self) -> None:
         if self.choices and (self.gold is None or not 0 <= self.gold < len(self.choices)):
-            raise ValueError(f"example {self.id}: gold={self.gold} is not an index into its "
+            raise InvalidValueError(f"example {self.id}: gold={self.gold} is not an index into its "
                              f"{len(self.choices)} choices")
 
 

@@ -18,6 +18,7 @@ from ember.evals.metrics.citation import citation_precision
 from ember.evals.metrics.retrieval import METRICS as RANKING
 from ember.evals.metrics.retrieval import ranking_scores
 from ember.evals.suite import TaskConfig
+from ember.model.errors import InvalidValueError
 
 CORPUS_METRICS = ("bleu", "chrf", "perplexity")
 
@@ -31,7 +32,7 @@ def check_metrics(task: TaskConfig) -> None:
              *CORPUS_METRICS}
     bad = [m for m in task.metric_names if m not in known and not _is_ranking(m)]
     if bad:
-        raise ValueError(f"task {task.name!r}: unknown metrics {bad}; known: {sorted(known)}, recall@K, "
+        raise InvalidValueError(f"task {task.name!r}: unknown metrics {bad}; known: {sorted(known)}, recall@K, "
                          "precision@K, mrr@K, ndcg@K")
 
 

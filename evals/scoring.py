@@ -13,6 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ember.model.backends.base import Backend
+from ember.model.errors import InvalidValueError
+
 
 @dataclass(frozen=True, slots=True)
 class LogLikelihood:
@@ -38,15 +41,15 @@ class LlamaScorer:
         self.max_len = int(model.config.max_position_embeddings)
 
     @classmethod
-    def from_backend(cls, backend: Any) -> LlamaScorer:
-        """The model inside an `EmberBackend` (shares its weights; no second copy)."""
-        engine = getattr(backend, "engine", None)
-        if engine is None or not hasattr(engine, "model"):
+    def from_backend(cls, backend: Backend) -> LlamaScorer:
+        """The model inside a backend that scores in process (shares its weights; no second copy)."""
+        c = backend.capabilities
+        if c.scoring_model is None or c.tokenizer is None:
             from ember.model.errors import EmberError
 
-            raise EmberError(f"the {getattr(backend, 'name', '?')} backend cannot score given text",
+            raise EmberError(f"the {backend.name} backend cannot score given text",
                              hint="log-likelihood scoring (multiple choice, perplexity) needs backend = \"ember\"")
-        return cls(engine.model, engine.tokenizer)
+        return cls(c.scoring_model, c.tokenizer)
 
     def _pair(self, context: str, continuation: str) -> tuple[list[int], int]:
         n_space = len(context) - len(context.rstrip())
@@ -59,7 +62,7 @@ class LlamaScorer:
             whole, ctx = ([eos, *whole], [eos]) if eos is not None else (whole, whole[:1])
         n_cont = len(whole) - len(ctx)
         if n_cont < 1:
-            raise ValueError(f"continuation {continuation!r} has no tokens of its own")
+            raise InvalidValueError(f"continuation {continuation!r} has no tokens of its own")
         return whole[-(self.max_len + 1):], n_cont
 
     def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[LogLikelihood]:

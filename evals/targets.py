@@ -110,8 +110,8 @@ class ModelTarget:
             return [c.text for c in self.backend.generate(list(prompts), params)]
         convs = [([{"role": "system", "content": task.system}] if task.system else [])
                  + [{"role": "user", "content": p}] for p in prompts]
-        tokenizer = getattr(self.backend, "tokenizer", None)
-        if tokenizer is not None and hasattr(tokenizer, "apply_chat_template"):  # one batched generate call
+        tokenizer = self.backend.capabilities.tokenizer
+        if tokenizer is not None:  # one batched generate call
             texts = [tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in convs]
             ids = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
             return [c.text for c in self.backend.generate(ids, params)]

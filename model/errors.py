@@ -32,6 +32,14 @@ class ConfigError(EmberError):
     exit_code = 2
 
 
+class InvalidValueError(EmberError, ValueError):
+    """A value a config dataclass or a request refuses (a mode, a size, a name). It is also a `ValueError`
+    for callers that catch that, but the CLI and the server only turn `EmberError`s into clean refusals:
+    a `ValueError` from a library (numpy, FAISS, torch) is a bug and surfaces as one."""
+
+    exit_code = 2
+
+
 class ModelNotFoundError(EmberError):
     """A model name or path that does not resolve to anything on disk or in the registry."""
 

@@ -7,6 +7,7 @@ CLI and server build a `Settings` and pass plain values down.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from ember.agents.mcp_config import McpServerConfig
 from ember.model.errors import ConfigError
 
 CONFIG_ENV = "EMBER_CONFIG"
@@ -73,30 +75,6 @@ class RetrievalSettings(BaseModel):
         if self.chunk_overlap >= self.chunk_size:
             raise ValueError(f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size "
                              f"({self.chunk_size})")
-        return self
-
-
-class McpServerSettings(BaseModel):
-    """One entry of `[mcpServers.<name>]`, the shape other MCP clients use: a stdio command or an HTTP URL."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["stdio", "http", "streamable-http"] | None = Field(None, description="default: from command/url")
-    command: str | None = Field(None, description="the program that runs a stdio server")
-    args: list[str] = Field(default_factory=list, description="its arguments")
-    env: dict[str, str] = Field(default_factory=dict, description="extra environment variables")
-    cwd: str | None = Field(None, description="its working directory")
-    url: str | None = Field(None, description="a streamable-HTTP server's URL (e.g. http://127.0.0.1:8001/mcp)")
-    headers: dict[str, str] = Field(default_factory=dict, description="extra HTTP headers")
-    bearer_token: str | None = Field(None, description="sent as Authorization: Bearer <token>")
-    timeout_s: float = Field(30.0, gt=0, description="per tool call")
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> McpServerSettings:
-        if (self.command is None) == (self.url is None):
-            raise ValueError("give exactly one of command (stdio) or url (streamable HTTP)")
-        wants_url = self.type in ("http", "streamable-http")
-        if (self.type == "stdio" and self.command is None) or (wants_url and self.url is None):
-            raise ValueError(f"type={self.type!r} does not match the command/url given")
         return self
 
 
@@ -158,9 +136,12 @@ class Settings(BaseSettings):
                                          description="ingest and search defaults")
     agents: AgentSettings = Field(default_factory=AgentSettings, description="`ember agent` defaults")
     mcp: McpServeSettings = Field(default_factory=McpServeSettings, description="`ember mcp serve`")
-    mcpServers: dict[str, McpServerSettings] = Field(
+    mcpServers: dict[str, McpServerConfig] = Field(
         default_factory=dict, description="MCP servers agents can use, by name")
     server: ServerSettings = Field(default_factory=ServerSettings, description="`ember serve`")
+    remote: str | None = Field(None, description="URL of a running `ember serve` that `ember search` sends its "
+                                                 "queries to, so the CLI loads no embedder (EMBER_REMOTE)")
+    remote_api_key: str | None = Field(None, description="its API key, if it has keys (EMBER_REMOTE_API_KEY)")
 
     @property
     def models_dir(self) -> Path:
@@ -195,6 +176,9 @@ def config_path() -> Path:
 
 def describe(error: dict[str, Any]) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "(root)"
+    if error["type"] == "unexpected_keyword_argument" and error["loc"][:1] == ("mcpServers",):
+        allowed = [f.name for f in dataclasses.fields(McpServerConfig) if f.name != "name"]
+        return f"{key}: unknown setting (allowed: {', '.join(allowed)})"
     if error["type"] == "extra_forbidden":
         model: type[BaseModel] = Settings
         for part in error["loc"][:-1]:  # the section the unknown key sits in

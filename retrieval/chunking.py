@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from ember.retrieval.errors import InvalidSearchError
 from ember.retrieval.loaders.base import Document
 from ember.retrieval.tokens import TokenCounter
 
@@ -39,9 +40,9 @@ class ChunkConfig:
 
     def __post_init__(self) -> None:
         if self.size < 8:
-            raise ValueError(f"chunk size must be at least 8 tokens, got {self.size}")
+            raise InvalidSearchError(f"chunk size must be at least 8 tokens, got {self.size}")
         if not 0 <= self.overlap < self.size:
-            raise ValueError(f"chunk overlap must be in [0, size={self.size}), got {self.overlap}")
+            raise InvalidSearchError(f"chunk overlap must be in [0, size={self.size}), got {self.overlap}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,11 +30,13 @@ from ember.retrieval.errors import (
     CollectionExistsError,
     CollectionNotFoundError,
     EmbedderMismatchError,
+    InvalidSearchError,
     VectorIndexError,
 )
 from ember.retrieval.fsutil import atomic_write_bytes, remove_stale_temps, writer_lock
 from ember.retrieval.index import KINDS, METRICS, IndexSpec, VectorIndex
 from ember.retrieval.lexical import BM25Index
+from ember.retrieval.loaders.base import content_hash
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 AUTO_HNSW_AT = 50_000  # DESIGN.md: Flat under 50k chunks, HNSW above
@@ -51,9 +53,9 @@ class CollectionConfig:
 
     def __post_init__(self) -> None:
         if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise InvalidSearchError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.kind not in ("auto", *KINDS):
-            raise ValueError(f"index kind must be auto or one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise InvalidSearchError(f"index kind must be auto or one of {', '.join(KINDS)}, got {self.kind!r}")
         ChunkConfig(self.chunk_size, self.chunk_overlap)
 
 
@@ -71,10 +73,19 @@ class PreparedDocument:
     chunks: list[store.NewChunk]
     replaces: int | None = None  # id of the document row this one replaces
 
+    @classmethod
+    def build(cls, source: str, title: str, kind: str, content: bytes, chunks: list[store.NewChunk], *,
+              size: int | None = None, pages: int | None = None, tags: tuple[str, ...] = (),
+              replaces: int | None = None) -> PreparedDocument:
+        """The one way a document is written (ingest, eval corpora, the LlamaIndex store): its content hash
+        is `content_hash(content)`, the sha256 ingest compares a file's raw bytes with to skip it."""
+        return cls(source, title, kind, content_hash(content), len(content) if size is None else size, pages,
+                   tags, chunks, replaces)
+
 
 def validate_name(name: str) -> str:
     if not NAME.match(name):
-        raise ValueError(f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+        raise InvalidSearchError(f"invalid collection name {name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
     return name
 
 
@@ -140,6 +151,17 @@ class Collection:
         con = store.connect(db_path(data_dir))
         try:
             return store.list_collections(con)
+        finally:
+            con.close()
+
+    @staticmethod
+    def listing(data_dir: Path) -> list[tuple[store.CollectionRow, int, int]]:
+        """Every collection with its numbers of documents and chunks, through one connection."""
+        if not db_path(data_dir).exists():
+            return []
+        con = store.connect(db_path(data_dir))
+        try:
+            return [(row, *store.counts(con, row.name)) for row in store.list_collections(con)]
         finally:
             con.close()
 
@@ -335,8 +357,42 @@ class Collection:
         scores, ids = self.bm25.search(query, k, allow)
         return [(int(i), float(s)) for i, s in zip(ids, scores, strict=True)]
 
+    def cosine(self, vector: np.ndarray, ids: Sequence[int]) -> dict[int, float]:
+        """Cosine similarity of `vector` to the stored vectors of chunks `ids` (those that exist)."""
+        if not ids:
+            return {}
+        got, vectors = store.vectors_for(self.con, ids, self.row.dim)
+        q = np.asarray(vector, np.float32)
+        cos = vectors @ q / np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(q), 1e-12)
+        return {int(i): float(c) for i, c in zip(got, cos, strict=True)}
+
+    def set_tags(self, document_id: int, tags: Sequence[str]) -> None:
+        """Replace a document's tags (callers hold `lock()`)."""
+        with store.transaction(self.con):
+            store.set_tags(self.con, document_id, tuple(tags))
+
     def chunks(self, ids: Sequence[int]) -> dict[int, store.ChunkRow]:
         return store.get_chunks(self.con, ids)
+
+    def document_chunks(self, document_id: int) -> list[store.ChunkRow]:
+        """A document's chunks in text order (empty when the collection has no such document)."""
+        ids = [int(i) for i in store.chunk_ids(self.con, self.name, [int(document_id)])]
+        return sorted(self.chunks(ids).values(), key=lambda c: c.start)
+
+    def document_text(self, document_id: int) -> str | None:
+        """A document's text rebuilt from its chunks (which overlap: each adds what extends past the
+        previous end), or None when the collection has no such document."""
+        chunks = self.document_chunks(document_id)
+        if not chunks:
+            return None
+        text, end = "", 0
+        for c in chunks:
+            if c.end <= end:
+                continue
+            skip = max(0, end - c.start)
+            text += c.text[skip:] if skip < len(c.text) else ""
+            end = c.end
+        return text
 
     def documents(self) -> dict[str, store.DocumentRow]:
         return store.documents(self.con, self.name)

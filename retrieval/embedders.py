@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ember.retrieval.bert import BertEncoder
 from ember.retrieval.errors import EmbedderError, MissingDependencyError
 from ember.retrieval.tokens import HFTokenCounter, RegexTokenCounter, TokenCounter
 
@@ -91,6 +92,15 @@ class SentenceTransformerEmbedder:
         self.batch_size = batch_size
         self.normalize = normalize
         self._model: Any = None
+        self._bert: BertEncoder | bool | None = False  # False: not looked at yet; None: not a plain BERT
+
+    @property
+    def bert(self) -> BertEncoder | None:
+        """The plain-PyTorch encoder of a BERT + mean-pooling folder (MiniLM), or None: then the
+        sentence-transformers model runs. Same vectors (to ~1e-7), without sentence-transformers' imports."""
+        if self._bert is False:
+            self._bert = BertEncoder.load(self.folder, self.device)
+        return self._bert if isinstance(self._bert, BertEncoder) else None
 
     @property
     def model(self) -> Any:
@@ -109,6 +119,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def info(self) -> EmbedderInfo:
+        if self.bert is not None:
+            return EmbedderInfo(self.model_id, self.bert.dim, self.normalize)
         m = self.model
         dim = (m.get_embedding_dimension() if hasattr(m, "get_embedding_dimension")
                else m.get_sentence_embedding_dimension())
@@ -116,6 +128,8 @@ class SentenceTransformerEmbedder:
 
     @property
     def max_tokens(self) -> int | None:
+        if self.bert is not None:
+            return self.bert.max_length - self.bert.specials
         specials = len(self.model.tokenizer("", add_special_tokens=True)["input_ids"])
         return int(self.model.max_seq_length) - specials if self.model.max_seq_length else None
 
@@ -126,6 +140,9 @@ class SentenceTransformerEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.info.dim), np.float32)
+        if self.bert is not None:
+            vectors = self.bert.encode(texts, self.batch_size)
+            return l2_normalize(vectors) if self.normalize and not self.bert.normalize else vectors
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
                                     normalize_embeddings=self.normalize, show_progress_bar=False)
         return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ember.model.errors import EmberError
+from ember.model.errors import EmberError, InvalidValueError
 
 
 class RetrievalError(EmberError):
     """Base class of retrieval errors."""
+
+
+class InvalidSearchError(RetrievalError, InvalidValueError):
+    """A search, index, chunking or RAG setting out of range (mode, k, metric, chunk size, name)."""
 
 
 class LoaderError(RetrievalError):

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ember.retrieval.errors import InvalidSearchError
+
 RRF_K = 60
 
 
 def rrf(rankings: Sequence[Sequence[int]], k: int = RRF_K, limit: int | None = None) -> list[tuple[int, float]]:
     """Fuse ranked id lists (best first) into [(id, fused score)], best first; ties keep first-seen order."""
     if k < 0:
-        raise ValueError(f"RRF k must be non-negative, got {k}")
+        raise InvalidSearchError(f"RRF k must be non-negative, got {k}")
     scores: dict[int, float] = {}
     for ranking in rankings:
         for rank, doc_id in enumerate(ranking, start=1):

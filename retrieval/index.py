@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.retrieval.errors import MissingDependencyError, VectorIndexError
+from ember.retrieval.errors import InvalidSearchError, MissingDependencyError, VectorIndexError
 from ember.retrieval.fsutil import atomic_write
 
 METRICS = ("cosine", "l2")
@@ -53,15 +53,15 @@ class IndexSpec:
 
     def __post_init__(self) -> None:
         if self.dim < 1:
-            raise ValueError(f"index dimension must be positive, got {self.dim}")
+            raise InvalidSearchError(f"index dimension must be positive, got {self.dim}")
         if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
+            raise InvalidSearchError(f"metric must be one of {', '.join(METRICS)}, got {self.metric!r}")
         if self.kind not in KINDS:
-            raise ValueError(f"index kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+            raise InvalidSearchError(f"index kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if min(self.hnsw_m, self.ef_construction, self.ef_search, self.nprobe, self.pq_m, self.pq_bits) < 1:
-            raise ValueError("index parameters must be positive")
+            raise InvalidSearchError("index parameters must be positive")
         if self.kind == "ivfpq" and self.dim % self.pq_m:
-            raise ValueError(f"ivfpq needs pq_m dividing dim={self.dim}, got pq_m={self.pq_m}")
+            raise InvalidSearchError(f"ivfpq needs pq_m dividing dim={self.dim}, got pq_m={self.pq_m}")
 
     def nlist_for(self, n: int) -> int:
         wanted = self.nlist or max(1, int(4 * math.sqrt(n)))

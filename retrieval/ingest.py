@@ -21,7 +21,7 @@ from ember.retrieval import store
 from ember.retrieval.chunking import Chunk, ChunkConfig, Chunker, TokenChunker
 from ember.retrieval.collection import Collection, PreparedDocument
 from ember.retrieval.embedders import Embedder
-from ember.retrieval.errors import LoaderError, RetrievalError
+from ember.retrieval.errors import InvalidSearchError, LoaderError, RetrievalError
 from ember.retrieval.loaders.base import Document, source_of
 from ember.retrieval.loaders.folder import (
     DEFAULT_MAX_BYTES,
@@ -51,11 +51,11 @@ class IngestOptions:
 
     def __post_init__(self) -> None:
         if self.max_bytes < 1 or self.batch_chunks < 1:
-            raise ValueError("max_bytes and batch_chunks must be positive")
+            raise InvalidSearchError("max_bytes and batch_chunks must be positive")
         if self.loader not in LOADER_CHOICES:
-            raise ValueError(f"loader must be one of {', '.join(LOADER_CHOICES)}, got {self.loader!r}")
+            raise InvalidSearchError(f"loader must be one of {', '.join(LOADER_CHOICES)}, got {self.loader!r}")
         if self.splitter not in SPLITTER_CHOICES:
-            raise ValueError(f"splitter must be one of {', '.join(SPLITTER_CHOICES)}, got {self.splitter!r}")
+            raise InvalidSearchError(f"splitter must be one of {', '.join(SPLITTER_CHOICES)}, got {self.splitter!r}")
 
 
 @dataclass(slots=True)
@@ -143,10 +143,9 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
                 new = [store.NewChunk(n, c.text, c.start, c.end, c.tokens, c.page, c.headings, vectors[offset + n])
                        for n, c in enumerate(chunks)]
                 offset += len(chunks)
-                ready.append(PreparedDocument(
-                    source=doc.source, title=doc.title, kind=doc.kind, content_hash=doc.content_hash,
-                    size=len(cand.data), pages=len(doc.page_starts) or None, tags=options.tags, chunks=new,
-                    replaces=old_id))
+                ready.append(PreparedDocument.build(
+                    doc.source, doc.title, doc.kind, cand.data, new, pages=len(doc.page_starts) or None,
+                    tags=options.tags, replaces=old_id))
                 (report.updated if old_id is not None else report.added).append(cand.source)
             collection.apply(ready)
             report.chunks += len(texts)
@@ -162,8 +161,7 @@ def ingest(collection: Collection, embedder: Embedder, root: str | Path, options
                 if old is not None and old.content_hash == cand.content_hash:
                     report.unchanged += 1
                     if old.tags != options.tags:
-                        with store.transaction(collection.con):
-                            store.set_tags(collection.con, old.id, options.tags)
+                        collection.set_tags(old.id, options.tags)
                     continue
                 doc = other(cand.path, cand.data) if cand.path.suffix.lower() in extra and other else parse(cand)
             except LoaderError as e:

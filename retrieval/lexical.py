@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.retrieval.errors import MissingDependencyError, VectorIndexError
+from ember.retrieval.errors import InvalidSearchError, MissingDependencyError, VectorIndexError
 from ember.retrieval.fsutil import atomic_write_bytes
 
 MAX_SEGMENTS = 8
@@ -73,7 +73,7 @@ class Analyzer:
 class BM25Index:
     def __init__(self, k1: float = 1.5, b: float = 0.75, stemmer: str | None = "english") -> None:
         if k1 < 0 or not 0 <= b <= 1:
-            raise ValueError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
+            raise InvalidSearchError(f"BM25 needs k1 >= 0 and 0 <= b <= 1, got k1={k1}, b={b}")
         self.k1, self.b, self.stemmer = k1, b, stemmer
         self.analyzer = Analyzer(stemmer)
         self.vocab: dict[str, int] = {}

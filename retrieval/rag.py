@@ -21,11 +21,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-import numpy as np
-
 from ember.model.backends.base import Backend, Completion, Delta, Message
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
-from ember.retrieval import store
+from ember.retrieval.errors import InvalidSearchError
 from ember.retrieval.retriever import MODES, Hit, Retriever, SearchFilter
 
 SYSTEM_PROMPT = (
@@ -73,7 +71,7 @@ class RagConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise InvalidSearchError(message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +167,7 @@ class RagPipeline:
                  where: SearchFilter | None = None) -> Retrieved:
         query = self.standalone_query(question, history)
         hits = self.retriever.search(query, mode=self.config.mode, k=self.config.k, where=where)
-        relevance = self._relevance(query, hits)
+        relevance = self._relevance(hits)
         keep: list[tuple[Hit, float]] = []
         rejected: list[Hit] = []
         for h, r in zip(hits, relevance, strict=True):
@@ -177,20 +175,12 @@ class RagPipeline:
             (keep.append((h, r)) if ok else rejected.append(h))
         return Retrieved(query, keep, rejected)
 
-    def _relevance(self, query: str, hits: list[Hit]) -> list[float]:
-        if not hits:
-            return []
+    def _relevance(self, hits: list[Hit]) -> list[float]:
+        """BM25 scores in bm25 mode, else each hit's cosine similarity to the query (carried by the hit:
+        the query is not embedded again)."""
         if self.config.mode == "bm25":
             return [h.score for h in hits]
-        if self.config.mode == "dense" and self.retriever.collection.row.metric == "cosine":
-            return [h.score for h in hits]
-        assert self.retriever.embedder is not None
-        q = self.retriever.embedder.embed([query])[0].astype(np.float32)
-        col = self.retriever.collection
-        ids, vectors = store.vectors_for(col.con, [h.chunk.id for h in hits], col.row.dim)
-        cos = vectors @ q / np.maximum(np.linalg.norm(vectors, axis=1) * np.linalg.norm(q), 1e-12)
-        by_id = {int(i): float(c) for i, c in zip(ids, cos, strict=True)}
-        return [by_id.get(h.chunk.id, -1.0) for h in hits]
+        return [-1.0 if h.dense_score is None else h.dense_score for h in hits]
 
     def build_prompt(self, question: str, passages: list[tuple[Hit, float]], history: list[Message] | None = None,
                      max_tokens: int | None = None) -> Prompt:

@@ -4,18 +4,28 @@ A `Backend` takes prompts (text or token ids) or chat messages plus `SamplingPar
 `Completion`s or streams `Delta`s. Implementations: `EmberBackend` (our paged engine), `VLLMBackend`
 (vLLM's Python API), `OpenAIBackend` (any OpenAI-compatible HTTP server). Methods are synchronous and
 thread-safe; an async server calls them from a worker thread (one concurrency model per layer).
+
+What a caller needs beyond text in, text out (the context length, the model's own tokenizer, grammars as
+logits processors, log-likelihood scoring, native tool calls, KV-cache usage) is declared in the backend's
+`capabilities`, never reached for through its internals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ember.model.errors import EmberError
+from ember.model.outputs import Completion, Delta, FinishReason, Timings, TokenLogprob
 from ember.model.sampling_params import SamplingParams
 
-FinishReason = Literal["stop", "length", "cancelled"]
+if TYPE_CHECKING:
+    from ember.model.tokenizer import Tokenizer
+
+__all__ = ["Backend", "BackendError", "Capabilities", "Completion", "Delta", "FinishReason", "Message", "Prompt",
+           "Timings", "TokenLogprob"]
+
 Prompt = str | list[int]
 Message = dict[str, Any]
 
@@ -26,60 +36,33 @@ class BackendError(EmberError):
     http_status = 502
 
 
-@dataclass(slots=True)
-class TokenLogprob:
-    token_id: int
-    token: str
-    logprob: float
-    top: dict[int, float] = field(default_factory=dict)  # the top-n alternatives: id -> logprob
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend offers beyond generating text. The defaults are a remote server's: nothing known."""
 
-
-@dataclass(slots=True)
-class Timings:
-    queued_s: float = 0.0  # submitted -> first scheduled
-    first_token_s: float = 0.0  # submitted -> first token (TTFT)
-    total_s: float = 0.0  # submitted -> finished
+    context_length: int | None = None  # prompt + completion tokens the model takes; None = unknown
+    tokenizer: Tokenizer | None = None  # the model's tokenizer and chat template, in this process
+    vocab_size: int | None = None  # size of the logits a `LogitsProcessor` sees
+    eos_ids: tuple[int, ...] = ()  # tokens that end a reply
+    logits_processors: bool = False  # honours `SamplingParams.logits_processors` (tool-call grammars)
+    scoring_model: Any = None  # the in-process torch model that scores given text (log-likelihoods)
+    kv_blocks: Callable[[], tuple[int, int]] | None = None  # (used, total) paged-KV blocks, for metrics
 
     @property
-    def decode_tokens_per_s(self) -> float:
-        return 0.0 if self.total_s <= self.first_token_s else 1.0 / (self.total_s - self.first_token_s)
-
-
-@dataclass(slots=True)
-class Completion:
-    text: str
-    token_ids: list[int]
-    finish_reason: FinishReason
-    prompt_tokens: int
-    timings: Timings = field(default_factory=Timings)
-    logprobs: list[TokenLogprob] | None = None
-    cached_tokens: int = 0  # prompt tokens served from the prefix cache
-
-    @property
-    def completion_tokens(self) -> int:
-        return len(self.token_ids)
-
-    @property
-    def decode_tokens_per_s(self) -> float:
-        n = self.completion_tokens - 1
-        d = self.timings.total_s - self.timings.first_token_s
-        return n / d if n > 0 and d > 0 else 0.0
-
-
-@dataclass(slots=True)
-class Delta:
-    """A piece of a streamed completion. The last one has `finish_reason` set and `completion` filled."""
-
-    text: str
-    token_ids: list[int]
-    finish_reason: FinishReason | None = None
-    completion: Completion | None = None
-    logprobs: list[TokenLogprob] | None = None
+    def native_tools(self) -> bool:
+        """The chat template takes a `tools` list (the model's own tool-call format)."""
+        template = self.tokenizer.chat_template if self.tokenizer is not None else None
+        return isinstance(template, str) and "tools" in template
 
 
 @runtime_checkable
 class Backend(Protocol):
     name: str
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this backend offers beyond text generation (see `Capabilities`)."""
+        ...
 
     def generate(self, prompts: list[Prompt], params: SamplingParams | list[SamplingParams]) -> list[Completion]:
         """Run a batch of requests to completion (concurrently where the backend can)."""

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ember.model.backends.base import BackendError, Completion, Delta, Message, Prompt
+from ember.model.backends.base import BackendError, Capabilities, Completion, Delta, Message, Prompt
 from ember.model.engine.llm_engine import EngineConfig, LLMEngine, StepOutput
 from ember.model.engine.sequence import Sequence
 from ember.model.llama import Llama
@@ -42,6 +42,11 @@ class EmberBackend:
         self._thread = threading.Thread(target=self._loop, name="ember-engine", daemon=True)
         self._closed = False
         self._thread.start()
+        e = self.engine
+        self.capabilities = Capabilities(
+            context_length=e.max_model_len, tokenizer=tokenizer, vocab_size=e.model.config.vocab_size,
+            eos_ids=tuple(sorted(e.eos_ids)), logits_processors=True, scoring_model=e.model,
+            kv_blocks=lambda: (e.blocks.num_used, len(e.blocks.blocks)))
 
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str = "cpu",

@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ember.model.backends import openai_wire as wire
-from ember.model.backends.base import BackendError, Completion, Delta, Message, Prompt, Timings, TokenLogprob
+from ember.model.backends.base import (
+    BackendError,
+    Capabilities,
+    Completion,
+    Delta,
+    Message,
+    Prompt,
+    Timings,
+    TokenLogprob,
+)
 from ember.model.backends.sse import iter_sse_data
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tokenizer import Tokenizer
@@ -56,6 +65,7 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.tokenizer: Tokenizer | None = (
             tokenizer if tokenizer is None or isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer))
+        self.capabilities = Capabilities(tokenizer=self.tokenizer)  # a remote model: its length is not known
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers,
                                     timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),

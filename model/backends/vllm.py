@@ -23,6 +23,7 @@ from typing import Any
 
 from ember.model.backends.base import (
     BackendError,
+    Capabilities,
     Completion,
     Delta,
     FinishReason,
@@ -70,6 +71,8 @@ class VLLMBackend:
                             tensor_parallel_size=tensor_parallel_size,
                             pipeline_parallel_size=pipeline_parallel_size, **engine_kwargs)
         self.start_seconds = time.perf_counter() - t0
+        length = getattr(getattr(self.llm.llm_engine, "model_config", None), "max_model_len", None)
+        self.capabilities = Capabilities(context_length=int(length) if length else None, tokenizer=self.tokenizer)
         self._lock = threading.Lock()
         self._stream_ids = itertools.count()
 

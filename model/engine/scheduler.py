@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ember.model.engine.block_manager import BlockManager
 from ember.model.engine.sequence import Sequence, Status
+from ember.model.errors import InvalidValueError
 
 
 @dataclass(slots=True)
@@ -25,7 +26,7 @@ class SchedulerConfig:
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1 or self.max_num_batched_tokens < 1:
-            raise ValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
+            raise InvalidValueError("max_num_seqs and max_num_batched_tokens must be >= 1")
 
 
 @dataclass(slots=True)

@@ -9,7 +9,20 @@ from typing import Annotated
 import typer
 
 from ember.model.errors import EmberError
-from ember.platform.cli import agent, bench, collections, eval, generate, ingest, keys, models, search, serve, train
+from ember.platform.cli import (
+    agent,
+    bench,
+    collections,
+    eval,
+    generate,
+    ingest,
+    keys,
+    mcp,
+    models,
+    search,
+    serve,
+    train,
+)
 from ember.platform.errors import report
 from ember.platform.settings import load_settings
 
@@ -24,7 +37,7 @@ app.add_typer(models.app, name="models")
 app.add_typer(bench.app, name="bench")
 app.add_typer(collections.app, name="collections")
 app.add_typer(eval.app, name="eval")
-app.add_typer(agent.mcp_app, name="mcp")
+app.add_typer(mcp.mcp_app, name="mcp")
 app.add_typer(keys.app, name="keys")
 app.add_typer(train.app, name="train")
 app.command()(generate.generate)
@@ -63,13 +76,8 @@ def root(ctx: typer.Context,
 def main() -> None:
     try:
         app()
-    except EmberError as e:
+    except EmberError as e:  # a refusal the user can act on; anything else is a bug and keeps its traceback
         raise SystemExit(report(e)) from None
-    except ValueError as e:  # argument values our dataclass configs reject
-        from ember.platform.errors import err_console
-
-        err_console.print(f"[bold red]Error:[/] {e}", markup=True)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ember.platform.cli.common import console
-from ember.platform.cli.generate import BackendOpt, Model, _backend
+from ember.platform.cli.common import console, start_backend, wiring_from
+from ember.platform.cli.generate import BackendOpt, Model
 
 app = typer.Typer(help="Measure Ember on this machine.", no_args_is_help=True)
 
@@ -23,8 +23,8 @@ def bench_generate(ctx: typer.Context, model: Model = None, backend: BackendOpt 
     """Batch-1 decode speed, time to first token, and throughput of many concurrent requests."""
     from ember.model.sampling_params import SamplingParams
 
-    b = _backend(ctx, backend, model)
-    try:
+    with wiring_from(ctx, model=model, backend=backend) as w:
+        b = start_backend(w)
         params = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
         text = ("Ember is a self-hosted LLM stack. It serves its own Llama engine with a paged KV cache, "
                 "continuous batching and prefix caching. ") * 40
@@ -43,5 +43,3 @@ def bench_generate(ctx: typer.Context, model: Model = None, backend: BackendOpt 
         table.add_row(f"{requests} requests x {tokens} tokens", f"{total / wall:.1f} tok/s ({wall:.1f} s)")
         table.add_row("throughput / batch-1", f"{total / wall / max(one.decode_tokens_per_s, 1e-9):.1f}x")
         console.print(table)
-    finally:
-        b.close()

@@ -4,38 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ember.platform.cli.common import console, device_for, settings_from
-from ember.platform.settings import Settings
+from ember.platform.cli.common import console, settings_from, shown_path, wiring_from
 
-if TYPE_CHECKING:
-    from ember.retrieval.embedders import Embedder
-
+__all__ = ["app", "shown_path"]
 app = typer.Typer(help="List, inspect, delete and re-embed document collections.", no_args_is_help=True)
-
-
-def embedder_from(settings: Settings, spec: str | None = None) -> Embedder:
-    """The embedder named by `spec` (default: retrieval.embedder), on the configured device."""
-    from ember.retrieval.embedders import load_embedder
-
-    r = settings.retrieval
-    with console.status("Loading the embedding model…", spinner="dots"):
-        embedder = load_embedder(spec or r.embedder, device=device_for(settings), batch_size=r.embed_batch_size,
-                                 api_key=r.embedder_api_key)
-        embedder.info  # noqa: B018 (loads the model now, under the spinner)
-    return embedder
-
-
-def shown_path(source: str) -> str:
-    """A source path relative to the current folder when it is under it."""
-    try:
-        return Path(source).relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return source
 
 
 def _size(path: Path) -> str:
@@ -47,20 +24,16 @@ def _size(path: Path) -> str:
 def list_collections(ctx: typer.Context) -> None:
     """Show every collection with its size, embedder and index."""
     from ember.retrieval.collection import Collection
-    from ember.retrieval.store import connect, counts
 
     s = settings_from(ctx)
-    rows = Collection.names(s.data_dir)
+    rows = Collection.listing(s.data_dir)
     if not rows:
         console.print("No collections yet. Create one with `ember ingest PATH --collection NAME`.")
         return
-    con = connect(s.db_path)
     table = Table("name", "documents", "chunks", "embedder", "metric", "index", "updated")
-    for row in rows:
-        docs, chunks = counts(con, row.name)
+    for row, docs, chunks in rows:
         table.add_row(row.name, f"{docs:,}", f"{chunks:,}", row.embedder_id, row.metric, row.kind,
                       time.strftime("%Y-%m-%d %H:%M", time.localtime(row.updated_at)))
-    con.close()
     console.print(table)
 
 
@@ -121,9 +94,9 @@ def reembed(ctx: typer.Context, name: Annotated[str, typer.Argument(help="collec
     from ember.retrieval.collection import Collection
     from ember.retrieval.reembed import reembed as do_reembed
 
-    s = settings_from(ctx)
-    col = Collection.open(s.data_dir, name)
-    model = embedder_from(s, embedder)
+    w = wiring_from(ctx)
+    col = Collection.open(w.settings.data_dir, name)
+    model = w.embedder(embedder)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("Embedding chunks", total=None)

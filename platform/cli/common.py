@@ -1,9 +1,10 @@
-"""What every command needs: settings, resolving a model name, and loading it with a spinner."""
+"""What every command needs: settings, its `Wiring`, resolving a model name, and loading with a spinner."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -11,7 +12,34 @@ from rich.console import Console
 from ember.model.errors import ModelNotFoundError
 from ember.platform.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from ember.model.backends.base import Backend
+    from ember.platform.wiring import Wiring
+    from ember.retrieval.embedders import Embedder
+
 console = Console(highlight=False)
+
+
+def wiring_from(ctx: typer.Context, *, model: str | None = None, backend: str | None = None) -> Wiring:
+    """The command's `Wiring` (platform/wiring.py): `backend` overrides settings.backend; embedders load
+    under a spinner. The command closes it (`with wiring_from(ctx) as w:`)."""
+    from ember.platform.wiring import Wiring, load_embedder
+
+    s = settings_from(ctx)
+    if backend:
+        s = s.model_copy(update={"backend": backend})
+
+    def embedder(spec: str) -> Embedder:
+        with console.status("Loading the embedding model…", spinner="dots"):
+            return load_embedder(s, spec)
+
+    return Wiring(s, model=model, embedder_factory=embedder)
+
+
+def start_backend(wiring: Wiring) -> Backend:
+    """The wiring's backend, started under a spinner."""
+    with console.status(f"Starting the {wiring.settings.backend} backend…", spinner="dots"):
+        return wiring.backend()
 
 
 def settings_from(ctx: typer.Context) -> Settings:
@@ -40,6 +68,14 @@ def resolve_model(settings: Settings, name: str | None) -> Path:
         return path
     raise ModelNotFoundError(f"no model named {name!r} (not in the registry, not in {settings.models_dir}, "
                              f"not a path)", hint="See `ember models list`.")
+
+
+def shown_path(source: str) -> str:
+    """A source path relative to the current folder when it is under it."""
+    try:
+        return Path(source).relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return source
 
 
 def device_for(settings: Settings) -> str:

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ember.platform.cli.common import console, settings_from
+from ember.platform.cli.common import console, settings_from, wiring_from
 
 if TYPE_CHECKING:
+    from ember.evals.datasets import Corpus
     from ember.evals.harness import Resources
-    from ember.evals.suite import SuiteConfig
-    from ember.platform.settings import Settings
+    from ember.evals.suite import SuiteConfig, TaskConfig
+    from ember.evals.targets import RagLike, Searcher
+    from ember.platform.wiring import Wiring
+    from ember.retrieval.retriever import Retriever
 
 app = typer.Typer(help="Evaluate models, retrieval and RAG on suites of tasks; compare runs; gate regressions.",
                   no_args_is_help=True)
@@ -49,67 +52,64 @@ def load_suite(spec: str) -> SuiteConfig:
     return SuiteConfig.parse(data, str(path))
 
 
-def build_resources(s: Settings, suite: SuiteConfig, data_root: Path, model: str | None) -> Resources:
+def build_resources(w: Wiring, suite: SuiteConfig, data_root: Path) -> Resources:
+    """The harness's resources from the wiring: the backend (and its scorer) and the suite's corpora."""
     from ember.evals.harness import Resources
 
-    res = Resources(data_root=data_root, model_id=model or s.model)
+    res = Resources(data_root=data_root, model_id=w.model_name)
     t = suite.target
     if t.kind in ("model", "rag", "agent"):
-        from ember.platform.backends import make_backend
-
-        with console.status(f"Loading {res.model_id} ({s.backend})…", spinner="dots"):
-            res.backend = make_backend(s, model)
+        with console.status(f"Loading {res.model_id} ({w.settings.backend})…", spinner="dots"):
+            res.backend = w.backend()
         needs_ll = any(task.kind == "perplexity" or (task.kind == "choice" and task.choice_mode == "loglikelihood")
                        for task in suite.tasks)
-        if t.kind == "model" and needs_ll and hasattr(res.backend, "engine"):
+        if t.kind == "model" and needs_ll and res.backend.capabilities.scoring_model is not None:
             from ember.evals.scoring import LlamaScorer
 
             res.scorer = LlamaScorer.from_backend(res.backend)
+    corpora = EvalCorpora(w, suite)
     if t.kind in ("retrieval", "rag"):
-        res.searcher_for = lambda task, corpus: _searcher(s, suite, task, corpus)
+        res.searcher_for = corpora.searcher
     if t.kind == "rag":
-        res.rag_for = lambda task, corpus: _rag(s, suite, res, task, corpus)
+        res.rag_for = corpora.rag
     return res
 
 
-def _retriever(s: Settings, task: Any, corpus: Any) -> tuple[Any, dict[str, Any]]:
-    from rich.progress import Progress
+class EvalCorpora:
+    """A task's corpus as an eval collection (built once), searched or answered from through the wiring."""
 
-    from ember.evals.corpus_index import build_collection, collection_name
-    from ember.platform.cli.collections import embedder_from
-    from ember.retrieval.retriever import Retriever
+    def __init__(self, wiring: Wiring, suite: SuiteConfig) -> None:
+        self.wiring, self.suite = wiring, suite
 
-    embedder = embedder_from(s)
-    name = collection_name(Path(task.path).stem, corpus, embedder.info.model_id)
-    with Progress(console=console, transient=True) as bar:
-        job = bar.add_task(f"Indexing {len(corpus.docs)} passages into {name}", total=len(corpus.docs))
-        col = build_collection(s.data_dir, name, corpus, embedder, lambda done, total: bar.update(job, completed=done))
-    return (lambda mode, k: Retriever(col, embedder, mode=mode, k=k)), {"collection": name,
-                                                                       "embedder": embedder.info.model_id}
+    def _retriever(self, task: TaskConfig, corpus: Corpus) -> tuple[Retriever, dict[str, Any]]:
+        from rich.progress import Progress
 
+        from ember.evals.corpus_index import build_collection, collection_name
 
-def _searcher(s: Settings, suite: SuiteConfig, task: Any, corpus: Any) -> Any:
-    from ember.evals.searcher import RetrieverSearcher
+        embedder = self.wiring.embedder()
+        name = collection_name(Path(task.path).stem, corpus, embedder.info.model_id)
+        with Progress(console=console, transient=True) as bar:
+            job = bar.add_task(f"Indexing {len(corpus.docs)} passages into {name}", total=len(corpus.docs))
+            col = build_collection(self.wiring.settings.data_dir, name, corpus, embedder,
+                                   lambda done, total: bar.update(job, completed=done))
+        t = self.suite.target
+        retriever = self.wiring.retriever_for(col, embedder, mode=t.mode, k=t.k)
+        return retriever, {"collection": name, "embedder": embedder.info.model_id}
 
-    make, describe = _retriever(s, task, corpus)
-    return RetrieverSearcher(make(suite.target.mode, suite.target.k), describe)
+    def searcher(self, task: TaskConfig, corpus: Corpus) -> Searcher:
+        from ember.evals.searcher import RetrieverSearcher
 
+        retriever, describe = self._retriever(task, corpus)
+        return RetrieverSearcher(retriever, describe)
 
-def _rag(s: Settings, suite: SuiteConfig, res: Resources, task: Any, corpus: Any) -> tuple[Any, dict[str, Any]]:
-    try:
-        from ember.retrieval.rag import RagConfig, RagPipeline
-    except ImportError:
-        from ember.model.errors import EmberError
+    def rag(self, task: TaskConfig, corpus: Corpus) -> tuple[RagLike, dict[str, Any]]:
+        from dataclasses import asdict
 
-        raise EmberError("this build has no RAG pipeline (ember.retrieval.rag)",
-                         hint="Use a suite with kind = model or retrieval.") from None
-    make, describe = _retriever(s, task, corpus)
-    t = suite.target
-    config = RagConfig(mode=t.mode, k=t.k, max_answer_tokens=t.max_tokens, rewrite=False)
-    from dataclasses import asdict
-
-    return RagPipeline(make(t.mode, t.k), res.backend, config), {**describe, "model": res.model_id,
-                                                                  "rag": asdict(config)}
+        retriever, describe = self._retriever(task, corpus)
+        t = self.suite.target
+        config = self.wiring.rag_config(mode=t.mode, k=t.k, max_tokens=t.max_tokens, rewrite=False)
+        return self.wiring.rag_on(retriever, config), {**describe, "model": self.wiring.model_name,
+                                                       "rag": asdict(config)}
 
 
 @app.command()
@@ -143,7 +143,8 @@ def run(ctx: typer.Context,
     cfg = load_suite(suite)
     run_dir = out or default_run_dir(s.data_dir / "evals", cfg, {"model": model or s.model, "backend": s.backend,
                                                                   "dtype": s.dtype}, seed)
-    res = build_resources(s, cfg, data, model)
+    w = wiring_from(ctx, model=model)
+    res = build_resources(w, cfg, data)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     try:
@@ -157,8 +158,7 @@ def run(ctx: typer.Context,
 
             result = run_suite(cfg, res, run_dir, limit=limit, seed=seed, progress=progress)
     finally:
-        if res.backend is not None:
-            res.backend.close()
+        w.close()
     json_path, html_path = report.write(result)
     for t in result.tasks:
         figures = ", ".join(f"{k} {v:.2f}" for k, v in t.metrics.items())

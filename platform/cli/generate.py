@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from ember.platform.cli.common import console, settings_from
+from ember.platform.cli.common import console, start_backend, wiring_from
 
 MaxTokens = Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="most tokens to generate")]
 Temperature = Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0 = greedy")]
@@ -34,16 +34,6 @@ def _params(max_tokens: int, temperature: float, top_p: float, top_k: int, min_p
                           frequency_penalty=frequency_penalty, stop=stop or [], seed=seed)
 
 
-def _backend(ctx: typer.Context, backend: str | None, model: str | None):
-    from ember.platform.backends import make_backend
-
-    s = settings_from(ctx)
-    if backend:
-        s = s.model_copy(update={"backend": backend})
-    with console.status(f"Starting the {s.backend} backend…", spinner="dots"):
-        return make_backend(s, model)
-
-
 def generate(ctx: typer.Context,
              prompt: Annotated[str, typer.Argument(help="the prompt text ('-' reads standard input)")],
              chat: Annotated[bool, typer.Option("--chat", help="send the prompt as a user chat message")] = False,
@@ -59,8 +49,8 @@ def generate(ctx: typer.Context,
         prompt = sys.stdin.read()
     params = _params(max_tokens, temperature, top_p, top_k, min_p, repetition_penalty, presence_penalty,
                      frequency_penalty, stop, seed)
-    b = _backend(ctx, backend, model)
-    try:
+    with wiring_from(ctx, model=model, backend=backend) as w:
+        b = start_backend(w)
         messages = [{"role": "user", "content": prompt}]
         if stream:
             completion = None
@@ -76,8 +66,6 @@ def generate(ctx: typer.Context,
             console.print(f"[dim]{completion.prompt_tokens} prompt tokens, {completion.completion_tokens} generated "
                           f"({completion.finish_reason}); first token {t.first_token_s * 1000:.0f} ms, "
                           f"{completion.decode_tokens_per_s:.1f} tok/s decode, {t.total_s:.2f} s total[/]")
-    finally:
-        b.close()
 
 
 def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, max_tokens: MaxTokens = 512,
@@ -94,15 +82,14 @@ def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, ma
     context window, cited); follow-up questions are rewritten with the conversation before searching.
     """
     params = _params(max_tokens, temperature, top_p, 0, 0.0, 1.0, 0.0, 0.0, None, seed)
-    if collection:  # a missing collection fails before the model loads
-        from ember.retrieval.collection import Collection
-
-        Collection.open(settings_from(ctx).data_dir, collection).close()
-    b = _backend(ctx, backend, model)
+    w = wiring_from(ctx, model=model, backend=backend)
     try:
-        rag = _rag(ctx, b, collection, mode, k, max_tokens) if collection else None
+        if collection:  # a missing collection fails before the model loads
+            w.retriever(collection, dense=(mode or w.settings.retrieval.mode) != "bm25")
+        b = start_backend(w)
+        rag = w.rag(collection, mode=mode, k=k, max_tokens=max_tokens) if collection else None
     except BaseException:
-        b.close()
+        w.close()
         raise
     where = f" · collection [bold]{collection}[/]" if collection else ""
     console.print(f"[bold]Ember chat[/] · {b.name} backend{where}. [dim]/reset clears the history, /exit quits.[/]")
@@ -140,25 +127,7 @@ def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, ma
             print()
             history += [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]
     finally:
-        b.close()
-
-
-def _rag(ctx: typer.Context, backend, collection: str, mode: str | None, k: int | None,
-         max_tokens: int):  # -> RagPipeline
-    from ember.platform.cli.collections import embedder_from
-    from ember.retrieval.collection import Collection
-    from ember.retrieval.rag import RagConfig, RagPipeline
-    from ember.retrieval.retriever import Retriever
-
-    s = settings_from(ctx)
-    col = Collection.open(s.data_dir, collection)
-    embedder = embedder_from(s, col.row.embedder_spec)
-    r = s.retrieval
-    engine = getattr(backend, "engine", None)
-    window = s.server.context_window or getattr(engine, "max_model_len", None) or s.engine.max_model_len or 2048
-    config = RagConfig(mode=mode or r.mode, k=k or r.k, context_window=window,
-                       max_answer_tokens=min(max_tokens, window // 2), min_score=r.min_score)
-    return RagPipeline(Retriever(col, embedder, mode=config.mode, k=config.k), backend, config)
+        w.close()
 
 
 def _print_citations(answer) -> None:  # answer: RagAnswer

@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ember.platform.cli.collections import embedder_from, shown_path
-from ember.platform.cli.common import console, settings_from
+from ember.platform.cli.common import console, shown_path, wiring_from
 
 
 def ingest(ctx: typer.Context,
@@ -42,7 +41,8 @@ def ingest(ctx: typer.Context,
     from ember.retrieval.ingest import IngestOptions, check_extras, chunk_config
     from ember.retrieval.ingest import ingest as do_ingest
 
-    s = settings_from(ctx)
+    w = wiring_from(ctx)
+    s = w.settings
     r = s.retrieval
     validate_name(collection)
     options = IngestOptions(include=tuple(include or ("*",)), exclude=tuple(exclude or ()),
@@ -51,13 +51,13 @@ def ingest(ctx: typer.Context,
     check_extras(options)  # a missing integrations extra is reported before a new collection is created
     try:
         col = Collection.open(s.data_dir, collection)
-        model = embedder_from(s, embedder or col.row.embedder_spec)
+        model = w.embedder(embedder or col.row.embedder_spec)
     except CollectionNotFoundError:
         config = CollectionConfig(metric=metric or r.metric, kind=index or r.index,
                                   chunk_size=chunk_size or r.chunk_size,
                                   chunk_overlap=r.chunk_overlap if chunk_overlap is None else chunk_overlap)
         spec = embedder or r.embedder
-        model = embedder_from(s, spec)
+        model = w.embedder(spec)
         col = Collection.create(s.data_dir, collection, model.info, config, embedder_spec=spec)
     chunking = chunk_config(col, model)
     console.print(f"Ingesting {escape(str(path))} into [bold]{collection}[/] ({model.info.model_id}, chunks of "

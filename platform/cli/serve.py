@@ -18,11 +18,12 @@ def serve(ctx: typer.Context,
     """Serve the web chat UI at / and the OpenAI-compatible API at /v1 (see README, Server)."""
     import uvicorn
 
-    from ember.platform.backends import make_backend
+    from ember.platform.auth import check_bind
     from ember.platform.server.app import create_app
     from ember.platform.server.db import Database
     from ember.platform.server.keys import KeyStore
-    from ember.platform.server.run import build_state, check_bind
+    from ember.platform.server.state import ServerState
+    from ember.platform.wiring import Wiring
 
     s = settings_from(ctx)
     changes = {k: v for k, v in {"host": host, "port": port, "max_concurrent": max_concurrent}.items() if v is not None}
@@ -32,16 +33,20 @@ def serve(ctx: typer.Context,
     has_keys = KeyStore(db).configured()
     db.close()
     check_bind(s.server.host, has_keys)
-    name = model or s.model
-    with console.status(f"Loading {name} on the {s.backend} backend…", spinner="dots"):
-        backend = make_backend(s, name)
-    st = build_state(s, backend, name)
-    with console.status("Loading the embedding model…", spinner="dots"):
-        st.embedder()
+    wiring = Wiring(s, model=model)
+    try:
+        with console.status(f"Loading {wiring.model_name} on the {s.backend} backend…", spinner="dots"):
+            wiring.backend()
+        st = ServerState(wiring)
+        with console.status("Loading the embedding model…", spinner="dots"):
+            st.embedder()
+    except BaseException:
+        wiring.close()
+        raise
     url = f"http://{s.server.host}:{s.server.port}"
     auth = "" if not has_keys else ' -H "Authorization: Bearer $EMBER_API_KEY"'
-    console.print(f"[bold]Ember[/] serving [cyan]{name}[/] at [bold]{url}[/]  (chat UI: {url}/ , API: {url}/v1)",
-                  soft_wrap=True)
+    console.print(f"[bold]Ember[/] serving [cyan]{wiring.model_name}[/] at [bold]{url}[/]  (chat UI: {url}/ , "
+                  f"API: {url}/v1)", soft_wrap=True)
     if not has_keys:
         console.print("[yellow]No API keys configured:[/] listening on the loopback address only. "
                       "Create one with `ember keys create NAME` to require keys.", soft_wrap=True)
@@ -52,5 +57,4 @@ def serve(ctx: typer.Context,
         uvicorn.run(create_app(st), host=s.server.host, port=s.server.port, log_level="warning",
                     timeout_graceful_shutdown=5)
     finally:
-        st.close()
-        backend.close()
+        st.close()  # closes the wiring: its collections and the backend it built

@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ember.model.errors import EmberError
+from ember.platform.auth import Gate
 from ember.platform.server import errors
 from ember.platform.server.guard import NOSNIFF, Guard
 from ember.platform.server.routes import collections, openai, sessions, system, web
@@ -79,17 +79,7 @@ class AuthAndMetrics:
             self.st.metrics.observe(label, scope["method"], status, time.perf_counter() - start)
 
     def check(self, scope: Scope) -> str | None:
-        if not self.st.keys.configured():
-            return None
-        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
-            return "missing API key: send the header 'Authorization: Bearer KEY' (create one with `ember keys create`)"
-        try:
-            self.st.keys.check(key.strip())
-        except EmberError as e:
-            return e.message
-        return None
+        return Gate(self.st.keys).refusal(scope["headers"])  # the one bearer-key check (platform/auth.py)
 
     async def refuse(self, send: Send, status: int, message: str, code: str | None) -> None:
         raw = json.dumps(errors.body(status, message, code)).encode()

@@ -45,8 +45,6 @@ def error_payload(e: BaseException) -> tuple[int, dict[str, Any], dict[str, str]
     if isinstance(e, EmberError):
         status = int(getattr(e, "http_status", 400))
         return status, body(status, str(e), type(e).__name__), {}
-    if isinstance(e, ValueError):  # our dataclass configs reject bad values with ValueError
-        return 400, body(400, str(e)), {}
     log.exception("internal error", exc_info=e)
     return 500, body(500, f"internal server error ({type(e).__name__})"), {}
 
@@ -84,7 +82,6 @@ def install(app: FastAPI) -> None:
                             headers=dict(e.headers or {}))
 
     app.add_exception_handler(EmberError, ember_error)
-    app.add_exception_handler(ValueError, ember_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     # no handler for plain `Exception`: Starlette runs that one in its outermost middleware and then re-raises,

@@ -1,54 +1,33 @@
-"""What the server holds while it runs: settings, the backend, the embedder, open collections, stores, jobs.
+"""What the server holds while it runs: its `Wiring` (backend, embedders, collections, RAG), stores, jobs.
 
-The backend is built once (one engine, batching every request); the embedder loads on first use; each
-collection is opened once and searched under its own lock (its SQLite connection and in-memory indexes
-are shared by the request threads). Ingest jobs from uploads run one at a time on a worker thread, each
-with its own connection, so searches keep working while a file is being indexed.
+Everything model- and collection-shaped comes from the wiring (platform/wiring.py), as it does for the CLI:
+one engine batching every request, embedders loaded once on the configured device, each collection opened
+once and searched by one shared, locked `Retriever`. Ingest jobs from uploads run one at a time on a
+worker thread, each with its own connection, so searches keep working while a file is being indexed.
 """
 
 from __future__ import annotations
 
 import shutil
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ember.model.backends.base import Backend, Message
 from ember.platform.server.db import Database
 from ember.platform.server.keys import KeyStore
 from ember.platform.server.limiter import Limiter
 from ember.platform.server.metrics import Metrics
 from ember.platform.server.sessions import SessionStore
-from ember.platform.settings import Settings
-from ember.retrieval.collection import Collection, CollectionConfig
+from ember.platform.wiring import Wiring
+from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import Embedder
-from ember.retrieval.rag import RagConfig, RagPipeline, Retrieved
-from ember.retrieval.retriever import Hit, Retriever, SearchFilter
+from ember.retrieval.rag import RagPipeline
+from ember.retrieval.retriever import Retriever
 
 RAG_PREFIX = "ember-rag:"
-
-
-class LockedRag(RagPipeline):
-    """A pipeline whose retrieval holds the collection's lock (generation runs outside it)."""
-
-    def __init__(self, retriever: Retriever, backend: Backend, config: RagConfig, lock: threading.Lock) -> None:
-        super().__init__(retriever, backend, config)
-        self.lock = lock
-
-    def retrieve(self, question: str, history: list[Message] | None = None,
-                 where: SearchFilter | None = None) -> Retrieved:
-        query = self.standalone_query(question, history)  # may generate: not under the lock
-        with self.lock:
-            return super().retrieve(query, None, where)
-
-    def search(self, query: str, mode: str | None, k: int | None) -> list[Hit]:
-        with self.lock:
-            return self.retriever.search(query, mode=mode, k=k)
 
 
 @dataclass(slots=True)
@@ -73,80 +52,49 @@ class Job:
 
 
 class ServerState:
-    def __init__(self, settings: Settings, backend: Backend, model_name: str,
-                 embedder_factory: Callable[[str], Embedder]) -> None:
-        self.settings, self.backend, self.model_name = settings, backend, model_name
-        self.embedder_factory = embedder_factory
+    def __init__(self, wiring: Wiring) -> None:
+        self.wiring, self.settings, self.model_name = wiring, wiring.settings, wiring.model_name
+        self.backend = wiring.backend()
+        settings = self.settings
         self.db = Database(settings.db_path)
         self.keys, self.sessions = KeyStore(self.db), SessionStore(self.db)
         s = settings.server
         self.limiter = Limiter(s.max_concurrent, s.max_queued, s.retry_after_s)
         self.metrics = Metrics()
         self.started = time.time()
-        self._embedders: dict[str, Embedder] = {}
-        self._rags: dict[str, LockedRag] = {}
-        self._lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self._ingest = ThreadPoolExecutor(1, thread_name_prefix="ember-ingest")
         self.metrics.gauges["ember_requests_active"] = lambda: self.limiter.active
         self.metrics.gauges["ember_requests_queued"] = lambda: self.limiter.waiting
         self.metrics.gauges["ember_requests_rejected_total"] = lambda: self.limiter.rejected
-        blocks = kv_blocks(backend)
+        blocks = self.backend.capabilities.kv_blocks
         if blocks is not None:
-            self.metrics.gauges["ember_kv_blocks_used"] = lambda: blocks.num_used
-            self.metrics.gauges["ember_kv_blocks_total"] = lambda: len(blocks.blocks)
+            self.metrics.gauges["ember_kv_blocks_used"] = lambda: blocks()[0]
+            self.metrics.gauges["ember_kv_blocks_total"] = lambda: blocks()[1]
 
     @property
     def uploads_dir(self) -> Path:
         return self.settings.data_dir / "uploads"
 
     def context_window(self) -> int:
-        if self.settings.server.context_window:
-            return self.settings.server.context_window
-        engine = getattr(self.backend, "engine", None)
-        return int(getattr(engine, "max_model_len", 2048))
+        return self.wiring.context_window()
 
     def embedder(self, spec: str | None = None) -> Embedder:
-        spec = spec or self.settings.retrieval.embedder
-        with self._lock:
-            if spec not in self._embedders:
-                self._embedders[spec] = self.embedder_factory(spec)
-            return self._embedders[spec]
+        return self.wiring.embedder(spec)
 
-    def rag(self, name: str) -> LockedRag:
-        with self._lock:
-            rag = self._rags.get(name)
-        if rag is not None:
-            return rag
-        col = Collection.open(self.settings.data_dir, name)
-        try:
-            embedder = self.embedder(col.row.embedder_spec)
-            r = self.settings.retrieval
-            retriever = Retriever(col, embedder, mode=r.mode, k=r.k)
-            s = self.settings.server
-            window = self.context_window()
-            config = RagConfig(mode=r.mode, k=r.k, context_window=window,
-                               max_answer_tokens=min(s.max_tokens, window // 2), min_score=r.min_score)
-        except BaseException:
-            col.close()
-            raise
-        rag = LockedRag(retriever, self.backend, config, threading.Lock())
-        with self._lock:
-            return self._rags.setdefault(name, rag)
+    def rag(self, name: str) -> RagPipeline:
+        """The collection's RAG pipeline (its retriever is shared and locked; generation runs outside it)."""
+        return self.wiring.rag(name)
+
+    def retriever(self, name: str) -> Retriever:
+        return self.wiring.retriever(name)
 
     def forget(self, name: str) -> None:
-        with self._lock:
-            rag = self._rags.pop(name, None)
-        if rag is not None:
-            with rag.lock:
-                rag.retriever.collection.close()
+        self.wiring.forget(name)
 
     # collections -------------------------------------------------------------------------------------
     def create_collection(self, name: str) -> Collection:
-        r = self.settings.retrieval
-        embedder = self.embedder()
-        return Collection.create(self.settings.data_dir, name, embedder.info,
-                                 CollectionConfig(r.metric, r.index, r.chunk_size, r.chunk_overlap), r.embedder)
+        return self.wiring.create_collection(name)
 
     def delete_collection(self, name: str) -> None:
         self.forget(name)
@@ -185,12 +133,7 @@ class ServerState:
             job.finished_at = time.time()
 
     def close(self) -> None:
+        """Stop the ingest worker and close the collections and the database (the backend is the caller's)."""
         self._ingest.shutdown(wait=True)
-        for name in list(self._rags):
-            self.forget(name)
+        self.wiring.close()
         self.db.close()
-
-
-def kv_blocks(backend: Backend) -> Any:
-    engine = getattr(backend, "engine", None)
-    return getattr(engine, "blocks", None)

@@ -13,7 +13,6 @@ Each class only translates types: searching, storing, generating and embedding a
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
@@ -255,10 +254,10 @@ class EmberVectorStore(BasePydanticVectorStore):
                                          (), vector))
         meta = nodes[0].metadata
         title = str(meta.get("title") or meta.get("file_name") or source.rsplit("/", 1)[-1])
-        digest = hashlib.sha256("\x00".join(c.text for c in chunks).encode()).hexdigest()
-        return PreparedDocument(source=source, title=title, kind="llamaindex", content_hash=digest,
-                                size=sum(len(c.text) for c in chunks), pages=None, tags=(), chunks=chunks,
-                                replaces=old.id if old is not None else None)
+        content = "\x00".join(c.text for c in chunks).encode()  # the nodes' text: no file bytes here
+        return PreparedDocument.build(source, title, "llamaindex", content, chunks,
+                                      size=sum(len(c.text) for c in chunks),
+                                      replaces=old.id if old is not None else None)
 
     def delete(self, ref_doc_id: str, **kwargs: Any) -> None:
         col = self._collection

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ember.model.backends.base import Completion, Delta, Message, Prompt
+from ember.model.backends.base import Capabilities, Completion, Delta, Message, Prompt
 from ember.model.sampling_params import SamplingParams
 
 
@@ -15,6 +15,7 @@ class ScriptedBackend:
     (an oracle that reads the observations). Records every conversation it was sent."""
 
     name = "scripted"
+    capabilities = Capabilities()  # no tokenizer, no grammars, no scoring: a remote model's
 
     def __init__(self, replies: list[str | Callable[[list[Message]], str]], delay_s: float = 0.0) -> None:
         self.replies, self.delay_s = replies, delay_s

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import mcp
 import pytest
 
 from ember.agents.mcp_client import McpError, McpHub, McpServerConfig
+from tests.net import free_port
 
 from ..platform.test_cli import EMBER, run
 
@@ -88,12 +88,6 @@ def test_stdio_including_ask_with_the_real_model(data_dir: Path, smollm2_folder:
             assert answer["citations"][0]["source"].endswith("quokkas.md")
 
     anyio.run(main)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from ember.agents.builtins import basic_tools
 from ember.agents.react import Agent, AgentConfig
 from ember.agents.tools import Tool
 from ember.agents.trace import Step, Trace
+from ember.model.backends.base import Capabilities
 
 from .scripted import ScriptedBackend
 
@@ -110,6 +111,7 @@ class ScriptedNativeBackend(ScriptedBackend):
     def __init__(self, replies: list[Any], tokenizer: Any) -> None:
         super().__init__(replies)
         self.tokenizer = tokenizer
+        self.capabilities = Capabilities(tokenizer=tokenizer)
         self.prompts: list[str] = []
 
     def generate(self, prompts: list[Any], params: Any) -> list[Any]:

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ember.model.backends.base import Completion, Delta, Message, Prompt
+from ember.model.backends.base import Capabilities, Completion, Delta, Message, Prompt
 from ember.model.sampling_params import SamplingParams
 
 
@@ -18,6 +18,7 @@ def answer_for(prompt: str) -> str:
 
 class ScriptedBackend:
     name = "scripted"
+    capabilities = Capabilities()  # no tokenizer, no grammars, no scoring: a remote model's
 
     def __init__(self, delay: float = 0.0, log: Path | None = None) -> None:
         self.delay, self.log, self.calls = delay, log, 0

@@ -15,7 +15,7 @@ from ember.evals.datasets import DatasetError
 from ember.evals.harness import Resources, run_suite
 from ember.evals.metrics.qa import last_number, numeric_match
 from ember.evals.suite import SuiteConfig
-from ember.model.backends.base import Completion, Message
+from ember.model.backends.base import Capabilities, Completion, Message
 from ember.model.sampling_params import SamplingParams
 
 SUITE = Path(__file__).resolve().parents[2] / "evals" / "suites" / "gsm8k-agent.toml"
@@ -27,6 +27,7 @@ class GsmOracleScriptedBackend:
     that mention 'ducks', where it answers a wrong number on purpose."""
 
     name = "scripted"
+    capabilities = Capabilities()
 
     def __init__(self, solutions: dict[str, str]) -> None:
         self.solutions = solutions

@@ -20,10 +20,11 @@ import uvicorn
 from ember.model.backends.ember import EmberBackend
 from ember.model.engine.llm_engine import EngineConfig
 from ember.platform.server.app import create_app
-from ember.platform.server.run import build_state, free_port
+from ember.platform.server.run import build_state
 from ember.platform.server.state import ServerState
 from ember.platform.settings import Settings
 from ember.retrieval.embedders import SentenceTransformerEmbedder
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 DOCS = REPO / "docs"
