@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ember.model.backends.base import Completion, Timings
 from ember.model.engine.block_manager import BlockManager
 from ember.model.engine.detokenizer import IncrementalDetokenizer
 from ember.model.engine.paged_cache import PagedKVCache
@@ -25,6 +24,7 @@ from ember.model.engine.sampler import logprobs_of, sample
 from ember.model.engine.scheduler import Scheduler, SchedulerConfig
 from ember.model.engine.sequence import Sequence
 from ember.model.llama import Llama
+from ember.model.outputs import Completion, Timings
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tokenizer import Tokenizer
 

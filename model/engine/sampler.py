@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from ember.model.backends.base import TokenLogprob
 from ember.model.engine.sequence import Sequence
+from ember.model.outputs import TokenLogprob
 from ember.model.sampling_params import SamplingParams
 
 MIN_TEMPERATURE = 1e-2  # vLLM's floor for a non-zero temperature

@@ -9,7 +9,7 @@ from enum import Enum, auto
 
 import torch
 
-from ember.model.backends.base import FinishReason, TokenLogprob
+from ember.model.outputs import FinishReason, TokenLogprob
 from ember.model.sampling_params import SamplingParams
 
 _ids = itertools.count()
