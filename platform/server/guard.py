@@ -16,9 +16,10 @@ anyway; the check stays on.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from urllib.parse import urlsplit
+
+from ember.platform.auth import is_loopback  # the one loopback rule (bind addresses and Host names)
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # the chat page loads only its own script and stylesheet and talks only to this server
@@ -43,13 +44,6 @@ def split_host(value: str) -> tuple[str, int | None]:
     return host.rstrip("."), int(port) if port else None
 
 
-def is_loopback_name(host: str) -> bool:
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Guard:
@@ -69,7 +63,7 @@ class Guard:
         if not host_header:
             return False  # HTTP/1.1 requires Host; uvicorn passes what the client sent
         host, _ = split_host(host_header)
-        return bool(host) and (is_loopback_name(host) or host in self.hosts)
+        return bool(host) and (is_loopback(host) or host in self.hosts)
 
     def origin_ok(self, method: str, host_header: str | None, origin: str | None, fetch_site: str | None) -> bool:
         if method not in STATE_CHANGING:
