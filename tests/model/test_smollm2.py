@@ -101,6 +101,22 @@ def test_export_loads_in_transformers(ours: LoadedModel, tmp_path: Path) -> None
     assert load(folder, dtype="float32").tokenizer.encode(STRINGS[4]) == ours.tokenizer.encode(STRINGS[4])
 
 
+def test_pulled_folder_exports_exactly_what_the_gguf_says(smollm2_folder: Path, smollm2_hf: Path,
+                                                          reference: tuple) -> None:
+    """The pulled folder keeps the GGUF as shipped; its float32 export computes the file's own logits (an
+    earlier bf16 conversion was up to 0.156 off)."""
+    from ember.model.registry import REGISTRY, sha256_file
+
+    assert sha256_file(smollm2_folder / "model.gguf") == REGISTRY["smollm2"].sha256
+    assert {"LICENSE", "NOTICE", "ember-source.json"} <= {p.name for p in smollm2_folder.iterdir()}
+    model, tok = reference
+    exported = transformers.AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32).eval()
+    for prompt in PROMPTS:
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        with torch.no_grad():
+            assert torch.equal(exported(ids).logits, model(ids).logits), prompt
+
+
 def test_pulled_folder_answers(smollm2_folder: Path) -> None:
     from ember.model.backends.ember import EmberBackend
 
