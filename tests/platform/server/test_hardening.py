@@ -202,14 +202,16 @@ def test_invalid_unicode_and_bounds_are_400s_naming_the_field(make_server: Serve
             err = r.json()["error"]
             assert err["param"].startswith(field) and "surrogate" in err["message"], (path, err)
         chat = {"model": "smollm2", "messages": USER}
-        for extra, field in [({"max_tokens": 10**9}, "max_tokens"), ({"max_tokens": 4096}, "max_tokens"),
+        bad: list[tuple[dict[str, Any], str]] = [
+                             ({"max_tokens": 10**9}, "max_tokens"), ({"max_tokens": 4096}, "max_tokens"),
                              ({"max_completion_tokens": 100_000}, "max_completion_tokens"),
                              ({"temperature": 2.5}, "temperature"), ({"top_p": 0}, "top_p"),
                              ({"top_k": -1}, "top_k"), ({"min_p": 1.5}, "min_p"),
                              ({"repetition_penalty": 0}, "repetition_penalty"),
                              ({"presence_penalty": 3}, "presence_penalty"),
                              ({"frequency_penalty": -3}, "frequency_penalty"), ({"seed": 2**70}, "seed"),
-                             ({"stop": ["x"] * 17}, "stop"), ({"stop": ""}, "stop"), ({"n": 2}, "n")]:
+                             ({"stop": ["x"] * 17}, "stop"), ({"stop": ""}, "stop"), ({"n": 2}, "n")]
+        for extra, field in bad:
             r = c.post("/v1/chat/completions", json={**chat, **extra})
             assert r.status_code == 400, (extra, r.text)
             assert r.json()["error"]["param"].startswith(field), (extra, r.json())
@@ -287,7 +289,7 @@ def test_keep_alive_survives_a_500(make_server: ServerFactory) -> None:
     def broken(spec: str | None = None) -> Any:
         raise RuntimeError("embedder exploded")
 
-    server.state.embedder = broken  # type: ignore[method-assign]
+    setattr(server.state, "embedder", broken)  # noqa: B010 (an instance attribute shadows the method)
     body = json.dumps({"model": "all-MiniLM-L6-v2", "input": "x"}).encode()
     request = (b"POST /v1/embeddings HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
