@@ -27,6 +27,7 @@ def _unicode(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_unicode)]
+Name = Annotated[Text, Field(max_length=256)]  # model names, collection names, ids, titles
 
 
 class Strict(BaseModel):
@@ -41,7 +42,7 @@ class ContentPart(Strict):
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: Text | list[ContentPart] | None = None
-    name: Text | None = None
+    name: Name | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -56,7 +57,7 @@ class StreamOptions(Strict):
 class Sampling(Strict):
     """The sampling fields both completion endpoints share (vLLM's extensions included)."""
 
-    model: Text
+    model: Name
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
@@ -67,12 +68,12 @@ class Sampling(Strict):
     repetition_penalty: float = Field(1.0, ge=0.01, le=100, allow_inf_nan=False)
     presence_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
     frequency_penalty: float = Field(0.0, ge=-2, le=2, allow_inf_nan=False)
-    stop: Annotated[Text, Field(min_length=1)] | Annotated[list[Annotated[Text, Field(min_length=1)]],
-                                                            Field(max_length=MAX_STOP)] | None = None
+    stop: Annotated[Text, Field(min_length=1, max_length=256)] | Annotated[
+        list[Annotated[Text, Field(min_length=1, max_length=256)]], Field(max_length=MAX_STOP)] | None = None
     seed: int | None = Field(None, ge=-MAX_SEED - 1, le=MAX_SEED)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past the end-of-sequence token
     n: int = Field(1, ge=1, le=1, description="one choice per request")
-    user: Text | None = None
+    user: Name | None = None
 
     def params(self, default_max_tokens: int) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -86,8 +87,8 @@ class Sampling(Strict):
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    collection: Text | None = Field(None, description="Ember: answer from this collection (like ember-rag:NAME)")
-    session_id: Text | None = Field(None, description="Ember: continue this stored chat session and save the turn")
+    collection: Name | None = Field(None, description="Ember: answer from this collection (like ember-rag:NAME)")
+    session_id: Name | None = Field(None, description="Ember: continue this stored chat session and save the turn")
 
 
 class CompletionRequest(Sampling):
@@ -97,15 +98,15 @@ class CompletionRequest(Sampling):
 
 
 class EmbeddingRequest(Strict):
-    model: Text
-    input: Text | list[Text]
+    model: Name
+    input: Text | Annotated[list[Text], Field(max_length=2048)]
     encoding_format: Literal["float", "base64"] = "float"
-    user: Text | None = None
+    user: Name | None = None
     dimensions: int | None = None
 
 
 class CollectionCreate(Strict):
-    name: Text
+    name: Name
 
 
 class SearchRequest(Strict):
@@ -115,8 +116,8 @@ class SearchRequest(Strict):
 
 
 class SessionCreate(Strict):
-    title: Text = "New chat"
-    collection: Text | None = None
+    title: Name = "New chat"
+    collection: Name | None = None
 
 
 def usage(prompt: int, completion: int) -> dict[str, Any]:

@@ -26,7 +26,10 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
             page = browser.new_page(viewport={"width": 1200, "height": 800})
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(server.url + "/")
+            # the page runs under its Content-Security-Policy (issue 18): nothing it needs may be blocked
+            page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
+            response = page.goto(server.url + "/")
+            assert response is not None and "frame-ancestors 'none'" in response.headers["content-security-policy"]
             page.click("#upload-box summary")
             page.fill("#new-collection", "mydocs")
             page.set_input_files("#file", [str(DOCS / "server.md"), str(DOCS / "engine.md")])
