@@ -20,6 +20,7 @@ import torch
 from ember.model.backends.base import BackendError
 from ember.model.backends.ember import EmberBackend
 from ember.model.sampling_params import SamplingParams
+from ember.platform.server.uploads import receive_files
 
 from .conftest import ServerFactory, upload_docs, wait_job
 from .test_load import idle
@@ -138,6 +139,25 @@ def test_multipart_upload_of_many_files_stores_each_files_bytes(make_server: Ser
             hits = c.post("/v1/collections/many/search",
                           json={"query": f"zebra{i}quartz", "mode": "bm25", "k": 1}).json()["data"]
             assert hits[0]["source"].endswith(f"note-{i:02d}.md"), hits
+
+
+@pytest.mark.parametrize("n", [6, 12, 20])
+@pytest.mark.parametrize("chunk", [1 << 16, 1024])
+def test_multipart_parser_stores_each_parts_bytes(tmp_path: Path, n: int, chunk: int) -> None:
+    """The same defect where it lived, without a server in between (whose allocations hid the reuse of a freed
+    part's `id()` in some runs): a real multipart body, fed in chunks, into a real folder."""
+    files = {f"f{i}.md": f"# file {i}\n".encode() * (i + 1) for i in range(n)}
+    request = httpx.Request("POST", "http://127.0.0.1/", files=[("file", (k, v, "text/markdown"))
+                                                                  for k, v in files.items()])
+    body = request.read()
+
+    async def stream() -> Any:
+        for i in range(0, len(body), chunk):
+            yield body[i:i + chunk]
+
+    stored = asyncio.run(receive_files(stream(), request.headers["content-type"], tmp_path, 1 << 20))
+    assert {p.name: p.read_bytes() for p in stored} == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files)  # no temporary file left
 
 
 def test_collection_search_endpoint_answers(make_server: ServerFactory) -> None:
