@@ -53,13 +53,12 @@ def best(metric: Callable[[str, str], float], prediction: str, truths: list[str]
 
 # ---- data -------------------------------------------------------------------------------------------------
 def load_squad(path: Path, n: int, limit: int = 0) -> tuple[list[str], list[tuple[str, int, list[str]]]]:
-    paragraphs: list[str] = []
-    questions: list[tuple[str, int, list[str]]] = []
-    for article in json.loads(path.read_text())["data"]:
-        for para in article["paragraphs"]:
-            pid = len(paragraphs)
-            paragraphs.append(para["context"])
-            questions += [(qa["question"], pid, [a["text"] for a in qa["answers"]]) for qa in para["qas"]]
+    from ember.evals.datasets import read_squad  # the one SQuAD reader
+
+    examples, corpus = read_squad(path)
+    index = {pid: i for i, pid in enumerate(corpus.docs)}
+    paragraphs = [text for _, text in corpus.docs.values()]
+    questions = [(ex.input, index[str(ex.metadata["paragraph"])], list(ex.references)) for ex in examples]
     if limit:  # a quick smoke run on the first paragraphs only
         paragraphs, questions = paragraphs[:limit], [q for q in questions if q[1] < limit]
     # spread the questions over the articles (the file is article by article): every k-th one

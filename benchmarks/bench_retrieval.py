@@ -140,8 +140,9 @@ def bench_flat(embedder, synth: Synthetic, sizes: list[int], n_queries: int) -> 
     analyzer = Analyzer()
     rows, done = [], 0
     for size in sizes:
-        docs = [PreparedDocument(f"p/{i}", f"passage {i}", "text", str(i), len(texts[i]), None, (),
-                                 [NewChunk(0, texts[i], 0, len(texts[i]), 0, None, (), vectors[i])])
+        docs = [PreparedDocument.build(f"p/{i}", f"passage {i}", "text", texts[i].encode(),
+                                       [NewChunk(0, texts[i], 0, len(texts[i]), 0, None, (), vectors[i])],
+                                       size=len(texts[i]))
                 for i in range(done, size)]
         with col.lock():
             col.apply(docs)

@@ -12,7 +12,6 @@ counts), and the gold paragraph's rank gives recall@1/5/20 and MRR@10. Nothing i
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import tempfile
 import time
@@ -26,15 +25,13 @@ KS = (1, 5, 20)
 
 
 def load_squad(path: Path) -> tuple[list[str], list[tuple[str, int]]]:
-    data = json.loads(path.read_text())["data"]
-    paragraphs: list[str] = []
-    questions: list[tuple[str, int]] = []
-    for article in data:
-        for para in article["paragraphs"]:
-            pid = len(paragraphs)
-            paragraphs.append(para["context"])
-            questions += [(qa["question"], pid) for qa in para["qas"]]
-    return paragraphs, questions
+    """The paragraphs, and each question with its paragraph's index (through evals' one SQuAD reader)."""
+    from ember.evals.datasets import read_squad
+
+    examples, corpus = read_squad(path)
+    index = {pid: i for i, pid in enumerate(corpus.docs)}
+    paragraphs = [text for _, text in corpus.docs.values()]
+    return paragraphs, [(ex.input, index[str(ex.metadata["paragraph"])]) for ex in examples]
 
 
 def build(paragraphs: list[str], data_dir: Path):  # -> (Collection, embedder, chunk id -> paragraph)
@@ -58,8 +55,8 @@ def build(paragraphs: list[str], data_dir: Path):  # -> (Collection, embedder, c
     for pid, cs in enumerate(chunked):
         new = [NewChunk(n, c.text, c.start, c.end, c.tokens, None, (), vectors[offset + n]) for n, c in enumerate(cs)]
         offset += len(cs)
-        docs.append(PreparedDocument(f"squad/{pid}", f"paragraph {pid}", "text", str(pid), len(paragraphs[pid]),
-                                     None, (), new))
+        docs.append(PreparedDocument.build(f"squad/{pid}", f"paragraph {pid}", "text", paragraphs[pid].encode(), new,
+                                           size=len(paragraphs[pid])))
     with col.lock():
         col.apply(docs)
         col.save()

@@ -206,7 +206,7 @@ class Wiring:
 
 def load_embedder(settings: Settings, spec: str) -> Embedder:
     """Embedder `spec` on the configured device and batch size, loaded now (not in the first search)."""
-    from ember.platform.cli.common import device_for
+    from ember.platform.backends import device_for
     from ember.retrieval.embedders import load_embedder as load
 
     r = settings.retrieval

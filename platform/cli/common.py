@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
-from ember.model.errors import ModelNotFoundError
+from ember.platform.backends import device_for, resolve_model
 from ember.platform.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -17,6 +16,7 @@ if TYPE_CHECKING:
     from ember.platform.wiring import Wiring
     from ember.retrieval.embedders import Embedder
 
+__all__ = ["console", "device_for", "resolve_model", "settings_from", "shown_path", "start_backend", "wiring_from"]
 console = Console(highlight=False)
 
 
@@ -51,45 +51,9 @@ def settings_from(ctx: typer.Context) -> Settings:
     return obj
 
 
-def resolve_model(settings: Settings, name: str | None) -> Path:
-    """A registry name, a folder under the data dir's models/, or a path to an HF folder or .gguf file."""
-    from ember.model.registry import REGISTRY, is_pulled
-
-    name = name or settings.model
-    local = settings.models_dir / name
-    if local.is_dir() and (is_pulled(settings.models_dir, name) if name in REGISTRY or (local / "model.gguf").exists()
-                           else (local / "config.json").is_file()):
-        return local
-    if name in REGISTRY:
-        reason = "is not complete" if local.exists() and not is_pulled(settings.models_dir, name) else "is not pulled"
-        raise ModelNotFoundError(f"model {name!r} {reason}", hint=f"Run `ember models pull {name}` first.")
-    path = Path(name).expanduser()
-    if path.exists():
-        return path
-    raise ModelNotFoundError(f"no model named {name!r} (not in the registry, not in {settings.models_dir}, "
-                             f"not a path)", hint="See `ember models list`.")
-
-
 def shown_path(source: str) -> str:
     """A source path relative to the current folder when it is under it."""
     try:
         return Path(source).relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return source
-
-
-def device_for(settings: Settings) -> str:
-    import torch
-
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    else:
-        torch.set_num_threads(os.cpu_count() or 1)
-    if settings.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        from ember.model.errors import ConfigError
-
-        raise ConfigError("device='cuda' but no CUDA device is available",
-                          hint="Set EMBER_DEVICE=cpu (or device = \"cpu\" in ember.toml).")
-    return settings.device

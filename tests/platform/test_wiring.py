@@ -1,0 +1,82 @@
+"""`Wiring`: settings become one backend, cached embedders on the configured device, one shared retriever per
+collection, RAG pipelines with one context-window rule, and MCP server configs (issue 17)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ember.agents.mcp_config import McpServerConfig
+from ember.model.backends.base import Capabilities
+from ember.model.errors import ConfigError
+from ember.platform.server.run import build_state
+from ember.platform.settings import Settings
+from ember.platform.wiring import Wiring
+from ember.retrieval.collection import Collection, CollectionConfig
+from ember.retrieval.embedders import SentenceTransformerEmbedder
+from ember.retrieval.ingest import ingest
+from tests.agents.scripted import ScriptedBackend
+
+DOCS = {"quokkas.md": "# Quokkas\n\nQuokkas live on Rottnest Island near Perth and smile in photographs.",
+        "kettles.txt": "An electric kettle boils water with a heating element and switches off by itself."}
+
+
+class LongContextBackend(ScriptedBackend):
+    capabilities = Capabilities(context_length=4096)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, minilm: SentenceTransformerEmbedder) -> Iterator[Path]:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, text in DOCS.items():
+        (src / name).write_text(text)
+    data = tmp_path / "data"
+    col = Collection.create(data, "animals", minilm.info, CollectionConfig())
+    ingest(col, minilm, src)
+    col.close()
+    yield data
+
+
+def test_one_shared_retriever_per_collection_closed_by_forget(data_dir: Path,
+                                                                minilm: SentenceTransformerEmbedder) -> None:
+    w = Wiring(Settings(data_dir=data_dir), backend=ScriptedBackend(["x"]), embedder_factory=lambda spec: minilm)
+    r = w.retriever("animals")
+    assert w.retriever("animals") is r and w.embedder() is minilm
+    assert [row.name for row, docs, chunks in w.collections()] == ["animals"]
+    w.forget("animals")
+    assert w.retriever("animals") is not r
+    w.close()
+
+
+def test_one_context_window_rule(tmp_path: Path) -> None:
+    def window(backend: ScriptedBackend, **settings: object) -> tuple[int, int]:
+        w = Wiring(Settings(data_dir=tmp_path, **settings), backend=backend)
+        c = w.rag_config(max_tokens=4000)
+        return c.context_window, c.max_answer_tokens
+
+    assert window(LongContextBackend(["x"])) == (4096, 2048)  # the model's length; the answer gets at most half
+    assert window(LongContextBackend(["x"]), server={"context_window": 1024}) == (1024, 512)
+    assert window(ScriptedBackend(["x"])) == (2048, 1024)  # nothing known
+    assert window(ScriptedBackend(["x"]), engine={"max_model_len": 512}) == (512, 256)
+
+
+def test_the_server_embeds_on_the_configured_device(tmp_path: Path) -> None:
+    st = build_state(Settings(data_dir=tmp_path, device="cpu"), ScriptedBackend(["x"]), "scripted")
+    try:
+        embedder = st.embedder()
+        assert isinstance(embedder, SentenceTransformerEmbedder) and embedder.device == "cpu"
+    finally:
+        st.close()
+
+
+def test_mcp_server_configs_are_the_settings_entries(tmp_path: Path) -> None:
+    s = Settings(data_dir=tmp_path, mcpServers={"time": {"command": "mcp-server-time"},
+                                                "remote": {"url": "http://127.0.0.1:1/mcp", "bearer_token": "t"}})
+    w = Wiring(s, backend=ScriptedBackend(["x"]))
+    assert w.mcp_configs(["all"]) == [McpServerConfig("time", command="mcp-server-time"),
+                                      McpServerConfig("remote", url="http://127.0.0.1:1/mcp", bearer_token="t")]
+    with pytest.raises(ConfigError, match="no MCP server named 'git'"):
+        w.mcp_configs(["git"])
