@@ -21,6 +21,7 @@ from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
 from ember.model.tokenizer import Tokenizer
 from ember.model.weights.dequant import GGML_TYPES, dequantize
+from ember.model.weights.gguf_layout import check_layout
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class GGUFFile:
             magic = f.read(4)
         if magic != b"GGUF":
             raise WeightsError(self.path, f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
+        check_layout(self.path)  # hostile input: bounds-check every count, length and tensor span first
         try:
             self.reader = GGUFReader(self.path)
         except (ValueError, IndexError, OSError, KeyError, UnicodeDecodeError, OverflowError) as e:
@@ -168,6 +170,31 @@ def _token_index(tokens: list[str], token: str) -> int | None:
         return None
 
 
+def check_config_against_tensors(g: GGUFFile, config: LlamaConfig) -> None:
+    """The metadata's sizes must be the tensors' sizes, so a crafted header cannot make us build a model (even on
+    the meta device) far larger than the file."""
+    def shape(name: str) -> tuple[int, ...]:
+        t = g.tensors.get(name)
+        if t is None:
+            raise WeightsError(g.path, f"tensor {name!r} is missing")
+        return tuple(int(x) for x in reversed(t.shape.tolist()))
+
+    layers = {int(n.split(".")[1]) for n in g.tensors if n.startswith("blk.") and n.split(".")[1].isdigit()}
+    if len(layers) != config.num_hidden_layers or layers != set(range(len(layers))):
+        raise WeightsError(g.path, f"block_count={config.num_hidden_layers} but the file has tensors for "
+                                   f"{len(layers)} blocks")
+    c, hd = config.hidden_size, config.dim_head
+    expected = {"token_embd.weight": (config.vocab_size, c),
+                "blk.0.attn_q.weight": (config.num_attention_heads * hd, c),
+                "blk.0.attn_k.weight": (config.n_kv_heads * hd, c),
+                "blk.0.ffn_up.weight": (config.intermediate_size, c)}
+    for name, want in expected.items():
+        if name in g.tensors or name == "token_embd.weight":
+            got = shape(name)
+            if got != want:
+                raise WeightsError(g.path, f"tensor {name!r} has shape {got}, the metadata implies {want}")
+
+
 def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     """Undo llama.cpp's `permute`: rows (nh, hd/2, 2) back to HF's (nh, 2, hd/2)."""
     rows = w.shape[0]
@@ -258,6 +285,7 @@ def load_gguf(path: str | Path) -> tuple[LlamaConfig, dict[str, torch.Tensor], T
     g = GGUFFile(path)
     try:
         config = config_from_gguf(g)
+        check_config_against_tensors(g, config)
         return config, state_dict_from_gguf(g, config), tokenizer_from_gguf(g)
     except EmberError:
         raise
