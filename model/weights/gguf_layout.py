@@ -151,8 +151,8 @@ def _walk(c: _Cursor) -> list[TensorSpan]:
     for name, type_id, dims, offset, nbytes in specs:
         start = data_start + offset
         if start + nbytes > c.size:
-            raise WeightsError(c.path, f"truncated or corrupt GGUF: tensor {name!r} spans bytes {start}..{start + nbytes}"
-                                       f" of a {c.size}-byte file",
+            raise WeightsError(c.path, f"truncated or corrupt GGUF: tensor {name!r} spans bytes "
+                                       f"{start}..{start + nbytes} of a {c.size}-byte file",
                                hint="Download the file again; its size or header does not match.")
         out.append(TensorSpan(name, type_id, dims, start, nbytes))
     names = [t.name for t in out]
