@@ -7,10 +7,11 @@ A request's `logits_processors` (constrained decoding) run first, on its row alo
 unless it wants logprobs).
 
 Numerically safe for any valid `SamplingParams`: temperatures below `MIN_TEMPERATURE` are raised to it (as vLLM
-does: fp32 logits divided by 1e-38 overflow to inf, and inf - inf is nan), penalties are applied in float64 and
-the row is cleaned of nan/inf before the softmax, and a row with no finite candidate left falls back to the
-argmax of its raw logits. Whatever still goes wrong in one row (a logits processor that raises) is returned as
-that row's error, so the engine fails that request only and the rest of the batch goes on.
+does: fp32 logits divided by 1e-38 overflow to inf, and inf - inf is nan), a repetition penalty too small for
+fp32 is applied in float64, the row is cleaned of nan/inf before the softmax, and a row with no finite
+candidate left falls back to the argmax of its raw logits. Whatever still goes wrong in one row (a logits
+processor that raises) is returned as that row's error, so the engine fails that request only and the rest
+of the batch goes on.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ def apply_penalties(logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
     p = seq.params
     if p.repetition_penalty != 1:
         seen = torch.tensor(sorted(set(seq.token_ids)), dtype=torch.long, device=logits.device)
-        vals = logits[seen].double()  # a penalty like 1e-300 is 0 in fp32: x / 0 would be inf
-        penalised = torch.where(vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty)
-        logits[seen] = finite(penalised).to(logits.dtype)
+        vals, r = logits[seen], p.repetition_penalty
+        if not torch.finfo(logits.dtype).tiny <= r <= torch.finfo(logits.dtype).max:
+            vals = vals.double()  # a penalty like 1e-300 is 0 in fp32, and x / 0 is inf (or nan)
+        penalised = torch.where(vals > 0, vals / r, vals * r)  # in the logits' dtype otherwise, as HF does
+        logits[seen] = finite(penalised.to(logits.dtype))
     if (p.presence_penalty or p.frequency_penalty) and seq.num_output_tokens:
         out = torch.tensor(seq.output_ids, dtype=torch.long, device=logits.device)
         counts = torch.bincount(out, minlength=logits.numel()).to(logits.dtype)
