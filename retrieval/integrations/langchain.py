@@ -30,6 +30,7 @@ from langchain_core.retrievers import BaseRetriever  # noqa: E402
 from pydantic import ConfigDict, Field  # noqa: E402
 
 from ember.model.backends.base import Backend, Completion, Delta, Message  # noqa: E402
+from ember.model.errors import InvalidValueError  # noqa: E402
 from ember.model.sampling_params import SamplingParams  # noqa: E402
 from ember.retrieval.embedders import Embedder  # noqa: E402
 from ember.retrieval.retriever import Retriever, SearchFilter  # noqa: E402
@@ -62,8 +63,8 @@ def to_messages(messages: Sequence[BaseMessage]) -> list[Message]:
     out: list[Message] = []
     for m in messages:
         if m.type not in ROLES:
-            raise ValueError(f"ChatEmber cannot send a {m.type!r} message: Ember's backends take system, user and "
-                             "assistant messages (no tool calls; see ChatEmber.bind_tools)")
+            raise InvalidValueError(f"ChatEmber cannot send a {m.type!r} message: Ember's backends take system, user "
+                                    "and assistant messages (no tool calls; see ChatEmber.bind_tools)")
         out.append({"role": ROLES[m.type], "content": m.content if isinstance(m.content, str) else m.text})
     return out
 

@@ -57,6 +57,7 @@ from ember.model.sampling_params import SamplingParams  # noqa: E402
 from ember.retrieval import store  # noqa: E402
 from ember.retrieval.collection import Collection, PreparedDocument  # noqa: E402
 from ember.retrieval.embedders import Embedder, l2_normalize  # noqa: E402
+from ember.retrieval.errors import InvalidSearchError  # noqa: E402
 from ember.retrieval.retriever import Retriever, SearchFilter  # noqa: E402
 from ember.retrieval.tokens import RegexTokenCounter, TokenCounter  # noqa: E402
 
@@ -239,8 +240,9 @@ class EmberVectorStore(BasePydanticVectorStore):
         dim = self._collection.row.dim
         vectors = np.asarray([n.get_embedding() for n in nodes], np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != dim:
-            raise ValueError(f"node embeddings have shape {vectors.shape}; collection {self._collection.name!r} "
-                             f"holds {dim}-d vectors of {self._collection.row.embedder_id}")
+            row = self._collection.row
+            raise InvalidSearchError(f"node embeddings have shape {vectors.shape}; collection {row.name!r} holds "
+                                     f"{dim}-d vectors of {row.embedder_id}")
         if self._collection.row.normalized:
             vectors = l2_normalize(vectors)
         chunks = []

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 
 from ember.retrieval.chunking import Chunk, ChunkConfig
-from ember.retrieval.errors import RetrievalError
+from ember.retrieval.errors import InvalidSearchError, RetrievalError
 from ember.retrieval.integrations import require
 from ember.retrieval.loaders.base import Document
 from ember.retrieval.tokens import TokenCounter
@@ -74,4 +74,4 @@ def make_splitter(name: str, counter: TokenCounter, config: ChunkConfig) -> Exte
         sentence = np.SentenceSplitter(chunk_size=config.size, chunk_overlap=config.overlap,
                                        tokenizer=lambda s: starts(s))  # only the length of the list is used
         return ExternalChunker(sentence.split_text, counter)
-    raise ValueError(f"unknown splitter {name!r}: use ember, {', '.join(SPLITTERS)}")
+    raise InvalidSearchError(f"unknown splitter {name!r}: use ember, {', '.join(SPLITTERS)}")
