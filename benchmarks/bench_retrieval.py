@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import shutil
@@ -53,24 +52,22 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def questions(n: int, skip: int = 0) -> list[str]:
-    data = json.loads((DATASETS / "squad" / "dev-v1.1.json").read_text())["data"]
-    qs = [qa["question"] for a in data for p in a["paragraphs"] for qa in p["qas"]]
-    return qs[skip: skip + n]
+    from ember.evals.datasets import read_squad  # the one SQuAD reader
+
+    examples, _ = read_squad(DATASETS / "squad" / "dev-v1.1.json")
+    return [ex.input for ex in examples][skip: skip + n]
 
 
 def passages(n: int | None) -> list[str]:
     """Real passages: MS MARCO documents, then SQuAD paragraphs cut into pieces of about 60 words."""
-    out = []
-    with open(DATASETS / "retrieval" / "msmarco-subset50" / "corpus.jsonl") as f:
-        for line in f:
-            doc = json.loads(line)
-            out.append((doc.get("title", "") + " " + doc["text"]).strip())
+    from ember.evals.datasets import read_beir, read_squad  # the one BEIR and SQuAD readers
+
+    _, marco = read_beir(DATASETS / "retrieval" / "msmarco-subset50")
+    out = [(title + " " + text).strip() for title, text in marco.docs.values()]
     for name in ("dev-v1.1.json", "v2-train-source.json"):
-        data = json.loads((DATASETS / "squad" / name).read_text())
-        for a in data["data"]:
-            for p in a["paragraphs"]:
-                words = p["context"].split()
-                out += [" ".join(words[a:a + 60]) for a in range(0, len(words), 60)]
+        for _, context in read_squad(DATASETS / "squad" / name)[1].docs.values():
+            words = context.split()
+            out += [" ".join(words[a:a + 60]) for a in range(0, len(words), 60)]
     if n is None:
         return out
     if len(out) < n:
