@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.evals.metrics.qa import exact_match
+from ember.evals.metrics.qa import best_over, exact_match
 from ember.evals.metrics.qa import f1 as f1_score  # tested equal to the official SQuAD script
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,10 +45,6 @@ SQUAD = REPO.parent / "shared" / "datasets" / "squad" / "dev-v1.1.json"
 MODEL = REPO / ".ember" / "models" / "smollm2"
 K = 5
 CITE = re.compile(r"\s*\[\d{1,3}\]")
-
-
-def best(metric: Callable[[str, str], float], prediction: str, truths: list[str]) -> float:
-    return max(metric(prediction, t) for t in truths)
 
 
 # ---- data -------------------------------------------------------------------------------------------------
@@ -180,8 +176,8 @@ def main() -> None:
                         t = time.perf_counter()
                         text, pids = answer(question)
                         seconds.append(time.perf_counter() - t)
-                        em.append(best(exact_match, text, truths))
-                        f1.append(best(f1_score, text, truths))
+                        em.append(best_over(exact_match, text, truths))
+                        f1.append(best_over(f1_score, text, truths))
                         recall.append(float(gold in pids[:K]))
                         out.append({"question": question, "answer": text, "gold": truths, "retrieved": pids[:K]})
                         bar.advance(task)

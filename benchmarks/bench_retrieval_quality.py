@@ -66,15 +66,9 @@ def build(paragraphs: list[str], data_dir: Path):  # -> (Collection, embedder, c
     return col, embedder, owner
 
 
-def rank_of(gold: int, chunk_ids: list[int], owner: dict[int, int]) -> int | None:
-    seen: list[int] = []
-    for cid in chunk_ids:
-        p = owner[cid]
-        if p not in seen:
-            seen.append(p)
-        if p == gold:
-            return len(seen)
-    return None
+def paragraphs_of(chunk_ids: list[int], owner: dict[int, int]) -> list[int]:
+    """The ranked chunks as ranked paragraphs (the metrics count a paragraph at its best chunk's rank)."""
+    return [owner[cid] for cid in chunk_ids]
 
 
 def main() -> None:
@@ -82,6 +76,7 @@ def main() -> None:
     ap.add_argument("--questions", type=int, default=0, help="use only the first N questions (0 = all)")
     ap.add_argument("--data", type=Path, default=SQUAD)
     args = ap.parse_args()
+    from ember.evals.metrics.retrieval import mrr_at_k, recall_at_k
     from ember.retrieval.hybrid import rrf
 
     paragraphs, questions = load_squad(args.data)
@@ -93,20 +88,20 @@ def main() -> None:
         qvec = embedder.embed([q for q, _ in questions])
         print(f"{len(questions)} questions embedded in {time.perf_counter() - t0:.1f} s")
         pool = 50
-        ranks: dict[str, list[int | None]] = {"dense": [], "bm25": [], "hybrid": []}
+        ranked: dict[str, list[tuple[list[int], int]]] = {"dense": [], "bm25": [], "hybrid": []}
         for (question, gold), v in zip(questions, qvec, strict=True):
             dense = [i for i, _ in col.search_dense(v, pool)]
             lexical = [i for i, _ in col.search_bm25(question, pool)]
             hybrid = [i for i, _ in rrf([dense, lexical], limit=pool)]
             for mode, ids in (("dense", dense), ("bm25", lexical), ("hybrid", hybrid)):
-                ranks[mode].append(rank_of(gold, ids, owner))
+                ranked[mode].append((paragraphs_of(ids, owner), gold))
     print(f"\nSQuAD v1.1 dev ({len(paragraphs)} paragraphs, {len(questions)} questions), all-MiniLM-L6-v2, "
           f"{platform.machine()}")
     print("| mode   | recall@1 | recall@5 | recall@20 | MRR@10 |")
     print("|--------|---------:|---------:|----------:|-------:|")
-    for mode, rs in ranks.items():
-        recall = [np.mean([r is not None and r <= k for r in rs]) for k in KS]
-        mrr = np.mean([1 / r if r is not None and r <= 10 else 0.0 for r in rs])
+    for mode, runs in ranked.items():  # through ember.evals.metrics, as the eval suites compute them
+        recall = [np.mean([recall_at_k(ids, {gold: 1}, k) for ids, gold in runs]) for k in KS]
+        mrr = np.mean([mrr_at_k(ids, {gold: 1}, 10) for ids, gold in runs])
         print(f"| {mode:<6} | " + " | ".join(f"{x:8.3f}" for x in recall[:2]) + f" | {recall[2]:9.3f} | {mrr:6.3f} |")
 
 
