@@ -56,7 +56,7 @@ test: setup
 test-models: setup
 	$(EMBER) models pull qwen2.5-coder-0.5b
 	$(EMBER) models pull qwen2.5-coder-1.5b
-	$(PY) -m pytest -m qwen -p no:cacheprovider -q -s tests/model/test_qwen.py tests/model/backends/test_qwen_vllm.py $(PYTEST_ARGS)
+	$(PY) -m pytest -m qwen -p no:cacheprovider -q -s tests/model/test_qwen.py tests/model/test_qwen_export.py tests/model/backends/test_qwen_vllm.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -18,7 +18,7 @@ import torch
 
 from ember.model.engine.llm_engine import EngineConfig, LLMEngine
 from ember.model.loader import LoadedModel, load
-from ember.model.registry import GGUF_NAME, REGISTRY, hf_folder, is_pulled
+from ember.model.registry import GGUF_NAME, REGISTRY, is_pulled
 from ember.model.sampling_params import SamplingParams
 
 transformers = pytest.importorskip("transformers")
@@ -138,23 +138,6 @@ def test_chat_template_identical(ours: LoadedModel, reference: tuple[Any, Any]) 
     assert with_tools == tok.apply_chat_template(CONVERSATIONS[0], tools=TOOLS, tokenize=False,
                                                  add_generation_prompt=True)
     assert "<tools>" in with_tools and "get_weather" in with_tools
-
-
-def test_float32_export_matches_the_gguf(ours: LoadedModel, reference: tuple[Any, Any], gguf: Path) -> None:
-    """`hf_folder` (what `ember models export` and the vLLM backend use) computes exactly what the file says."""
-    model, tok = reference
-    folder = hf_folder(gguf.parent)
-    assert (folder / "LICENSE").is_file() and (folder / "NOTICE").is_file()
-    exported = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    assert type(exported).__name__ == "Qwen2ForCausalLM"
-    ids = torch.tensor([tok(PROMPTS[1])["input_ids"]])
-    with torch.no_grad():
-        assert torch.equal(exported(ids).logits, model(ids).logits)
-    etok = transformers.AutoTokenizer.from_pretrained(folder)
-    for s in STRINGS:
-        assert etok(s)["input_ids"] == ours.tokenizer.encode(s), s
-    del exported
-    gc.collect()
 
 
 def test_chat_answers_paris(gguf: Path) -> None:
