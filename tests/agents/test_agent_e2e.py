@@ -13,9 +13,9 @@ from ember.agents.mcp_client import McpHub, McpServerConfig
 from ember.agents.react import Agent, AgentConfig
 from ember.agents.trace import Trace
 from ember.model.backends.base import Message
+from tests.scripted import ScriptedBackend
 
 from ..platform.test_cli import run
-from .scripted import ScriptedBackend
 
 TIME_SERVER = str(Path(sys.executable).parent / "mcp-server-time")
 QUESTION = "It is 09:30 in Paris. What time is it in Tokyo?"

@@ -11,8 +11,7 @@ from ember.agents.react import Agent, AgentConfig
 from ember.agents.tools import Tool
 from ember.agents.trace import Step, Trace
 from ember.model.backends.base import Capabilities
-
-from .scripted import ScriptedBackend
+from tests.scripted import ScriptedBackend
 
 
 def call(name: str, **args: object) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,34 +16,28 @@ from ember.evals.datasets import DatasetError
 from ember.evals.harness import Resources, run_suite
 from ember.evals.metrics.qa import last_number, numeric_match
 from ember.evals.suite import SuiteConfig
-from ember.model.backends.base import Capabilities, Completion, Message
-from ember.model.sampling_params import SamplingParams
+from ember.model.backends.base import Message
+from tests.scripted import ScriptedBackend
 
 SUITE = Path(__file__).resolve().parents[2] / "evals" / "suites" / "gsm8k-agent.toml"
 
 
-class GsmOracleScriptedBackend:
-    """Stateless (the agent runs examples concurrently): the reply is a function of the conversation. It
-    computes each gold step with the calculator, then answers with the last observation, except for problems
-    that mention 'ducks', where it answers a wrong number on purpose."""
+def gsm_oracle(solutions: dict[str, str]) -> Callable[[list[Message]], str]:
+    """A stateless reply (the agent runs examples concurrently), a function of the conversation: each gold step
+    with the calculator, then the last observation as the answer, except for problems that mention 'ducks',
+    where it answers a wrong number on purpose."""
 
-    name = "scripted"
-    capabilities = Capabilities()
-
-    def __init__(self, solutions: dict[str, str]) -> None:
-        self.solutions = solutions
-
-    def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
+    def reply(messages: list[Message]) -> str:
         task = str(messages[1]["content"])
-        steps = re.findall(r"<<([^=>]+)=", self.solutions[task])
+        steps = re.findall(r"<<([^=>]+)=", solutions[task])
         done = sum(1 for m in messages[2:] if m["role"] == "user")
         if done < len(steps):
             call = {"name": "calculator", "arguments": {"expression": steps[done]}}
-            text = f"Thought: step {done + 1}\nAction: {json.dumps(call)}"
-        else:
-            value = last_number(str(messages[-1]["content"]))
-            text = f"Thought: done\nFinal Answer: {'-1' if 'ducks' in task else value} dollars"
-        return Completion(text=text, token_ids=[0], finish_reason="stop", prompt_tokens=1)
+            return f"Thought: step {done + 1}\nAction: {json.dumps(call)}"
+        value = last_number(str(messages[-1]["content"]))
+        return f"Thought: done\nFinal Answer: {'-1' if 'ducks' in task else value} dollars"
+
+    return reply
 
 
 def test_numeric_match_and_the_gsm8k_reader(tmp_path: Path) -> None:
@@ -60,7 +55,7 @@ def test_gsm8k_agent_suite_with_a_scripted_oracle(shared: Path, tmp_path: Path) 
     examples, _ = datasets.load("gsm8k", shared / "agent_tasks" / "gsm8k_test_200.jsonl")
     chosen = examples[:4]
     assert chosen[0].references == ("18",) and "ducks" in chosen[0].input
-    backend = GsmOracleScriptedBackend({ex.input: ex.metadata["solution"] for ex in chosen})
+    backend = ScriptedBackend([gsm_oracle({ex.input: ex.metadata["solution"] for ex in chosen})])
     run = run_suite(suite, Resources(data_root=shared, backend=backend, model_id="scripted"), tmp_path / "run",
                     limit=4)
     t = run.tasks[0]

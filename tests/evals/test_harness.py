@@ -49,17 +49,17 @@ def test_run_scores_caches_and_reports(tmp_path: Path) -> None:
     res = Resources(data_root=tmp_path, backend=backend, model_id="scripted")
     run = run_suite(qa_suite(data), res, tmp_path / "run", limit=12)
     t = run.tasks[0]
-    assert t.examples == 12 and backend.calls == 3  # batches of 4
+    assert t.examples == 12 and backend.batches == 3  # batches of 4
     assert t.metrics["exact_match"] == pytest.approx(100 * 9 / 12)  # every 4th is "hard" and answered wrong
     assert t.metrics["bleu"] == 0.0 and 0 < t.metrics["chrf"] <= 100  # one-word answers have no 4-grams
     # rerun: nothing is generated again; a larger limit only generates the new examples
     run_suite(qa_suite(data), res, tmp_path / "run", limit=12)
-    assert backend.calls == 3
+    assert backend.batches == 3
     run = run_suite(qa_suite(data), res, tmp_path / "run", limit=16)
-    assert backend.calls == 4 and run.tasks[0].examples == 16
+    assert backend.batches == 4 and run.tasks[0].examples == 16
     # a changed target config is a different cache key
     run_suite(qa_suite(data, max_tokens=7), res, tmp_path / "run", limit=4)
-    assert backend.calls == 5
+    assert backend.batches == 5
 
     json_path, html_path = report.write(run)
     data_json = json.loads(json_path.read_text())

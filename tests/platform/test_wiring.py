@@ -17,14 +17,16 @@ from ember.platform.wiring import Wiring
 from ember.retrieval.collection import Collection, CollectionConfig
 from ember.retrieval.embedders import SentenceTransformerEmbedder
 from ember.retrieval.ingest import ingest
-from tests.agents.scripted import ScriptedBackend
+from tests.scripted import ScriptedBackend
 
 DOCS = {"quokkas.md": "# Quokkas\n\nQuokkas live on Rottnest Island near Perth and smile in photographs.",
         "kettles.txt": "An electric kettle boils water with a heating element and switches off by itself."}
 
 
-class LongContextBackend(ScriptedBackend):
-    capabilities = Capabilities(context_length=4096)
+def long_context() -> ScriptedBackend:
+    backend = ScriptedBackend(["x"])
+    backend.capabilities = Capabilities(context_length=4096)
+    return backend
 
 
 @pytest.fixture
@@ -57,8 +59,8 @@ def test_one_context_window_rule(tmp_path: Path) -> None:
         c = w.rag_config(max_tokens=4000)
         return c.context_window, c.max_answer_tokens
 
-    assert window(LongContextBackend(["x"])) == (4096, 2048)  # the model's length; the answer gets at most half
-    assert window(LongContextBackend(["x"]), server={"context_window": 1024}) == (1024, 512)
+    assert window(long_context()) == (4096, 2048)  # the model's length; the answer gets at most half
+    assert window(long_context(), server={"context_window": 1024}) == (1024, 512)
     assert window(ScriptedBackend(["x"])) == (2048, 1024)  # nothing known
     assert window(ScriptedBackend(["x"]), engine={"max_model_len": 512}) == (512, 256)
 

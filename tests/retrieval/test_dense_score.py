@@ -11,7 +11,7 @@ from ember.retrieval.collection import Collection, CollectionConfig
 from ember.retrieval.ingest import ingest
 from ember.retrieval.rag import RagConfig, RagPipeline
 from ember.retrieval.retriever import Retriever
-from tests.agents.scripted import ScriptedBackend
+from tests.scripted import ScriptedBackend
 
 from .conftest import CountingEmbedder
 
