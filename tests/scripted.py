@@ -41,7 +41,7 @@ class ScriptedBackend:
         reply = self.replies[min(len(self.calls), len(self.replies)) - 1]
         return reply if isinstance(reply, str) else reply(messages)
 
-    def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
+    def chat(self, messages: list[Message], params: SamplingParams, options: Any = None) -> Completion:
         time.sleep(self.delay_s)
         text = self._reply(messages)
         prompt = sum(len(str(m["content"]).split()) for m in messages)
@@ -62,7 +62,7 @@ class ScriptedBackend:
         c = self.generate([prompt], params)[0]
         yield Delta(c.text, c.token_ids, "stop", c)
 
-    def chat_stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
+    def chat_stream(self, messages: list[Message], params: SamplingParams, options: Any = None) -> Iterator[Delta]:
         c = self.chat(messages, params)
         yield Delta(c.text, c.token_ids, "stop", c)
 
