@@ -57,10 +57,6 @@ class Wiring:
                 self._backend = make_backend(self.settings, self.model_name)
             return self._backend
 
-    @property
-    def has_backend(self) -> bool:
-        return self._backend is not None
-
     def context_window(self) -> int:
         """Tokens a RAG prompt plus its answer may take: `server.context_window`, else the backend's context
         length, else `engine.max_model_len`, else 2048."""
