@@ -115,7 +115,9 @@ def info(ctx: typer.Context, name: Annotated[str, typer.Argument(help="model nam
     table.add_row("vocab", f"{config.vocab_size} (tied embeddings: {config.tie_word_embeddings})")
     src = source_info(path) if path.is_dir() else None
     if src:
-        origin = src.get("source") or ", ".join(src.get("packages", []))
+        pkgs = src.get("packages", [])
+        origin = src.get("source") or (", ".join(pkgs) if len(pkgs) <= 2 else
+                                       f"{pkgs[0]} .. {pkgs[-1]} ({len(pkgs)} PyPI wheels)")
         table.add_row("source", f"{src.get('upstream', '')} · {origin}".strip(" ·"))
         if "sha256" in src:
             table.add_row("file", f"{src.get('gguf', '')} · sha256 {src['sha256'][:16]}…")
