@@ -4,42 +4,27 @@ The grammar is the agent's output format: one `Thought:` line, then either `Acti
 {...}}` where the JSON is one of the tools' call schemas (name fixed, arguments per the tool's JSON schema),
 or `Final Answer: ...`. Mode "call" is the JSON call alone; mode "final" is the fixed Thought "The observation answers
 the question." and a free Final Answer (what the agent asks for once the model repeats a call whose result it
-already has). `GrammarProcessor` is an
-`ember.model.logits_processor.LogitsProcessor`: it feeds the tokens sampled so far to an `LLMatcher` and masks
-every token the grammar forbids, so a small model's tool calls always parse and validate.
+already has). `GrammarProcessor`
+(`ember.model.grammar`, shared with the OpenAI API's tool calls) is the `LogitsProcessor` that enforces it.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Iterable
 from typing import Any, Literal
 
-import numpy as np
-import torch
-
 from ember.agents.tools import Json, Tool
-from ember.model.errors import EmberError
+from ember.model.grammar import GrammarError, GrammarProcessor, ll_tokenizer
+from ember.model.grammar import llg as _llg
+
+__all__ = ["GrammarError", "GrammarProcessor", "ToolGrammar", "call_schema", "lark_grammar", "ll_tokenizer"]
 
 Mode = Literal["react", "call", "final"]
 MAX_STRING = 100  # strings in a call are capped in the grammar so a rambling model cannot fill max_tokens
 FINAL_THOUGHT = "The observation answers the question."  # the system prompt's example uses the same words
 JSON_STYLE = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
-
-
-class GrammarError(EmberError):
-    """A grammar could not be built (llguidance missing, or a schema it cannot compile)."""
-
-
-def _llg() -> Any:
-    try:
-        import llguidance
-    except ImportError:
-        raise GrammarError("constrained decoding needs llguidance",
-                           hint="pip install 'ember[agents]' (or llguidance>=1.0)") from None
-    return llguidance
 
 
 def _bounded(schema: Any) -> Any:
@@ -82,21 +67,6 @@ def lark_grammar(tools: Iterable[Tool], mode: Mode = "react") -> str:
             f'action: "Action: " {call}\n' + final)
 
 
-_tokenizers: dict[int, tuple[Any, Any]] = {}  # id(tokenizer) -> (tokenizer, LLTokenizer); keeps the id valid
-_lock = threading.Lock()
-
-
-def ll_tokenizer(tokenizer: Any, vocab_size: int, eos_ids: Iterable[int]) -> Any:
-    """The llguidance tokenizer of an ember `Tokenizer` (built once per tokenizer: ~0.2 s)."""
-    llg = _llg()
-    with _lock:
-        hit = _tokenizers.get(id(tokenizer))
-        if hit is None:
-            hit = tokenizer, llg.LLTokenizer(tokenizer.backend.to_str(), n_vocab=vocab_size, eos_token=sorted(eos_ids))
-            _tokenizers[id(tokenizer)] = hit
-        return hit[1]
-
-
 class ToolGrammar:
     """A compiled grammar for a set of tools; `processor()` makes a fresh per-request matcher. In mode "react",
     `processor(final_only=True)` uses the "final" grammar instead (compiled on first use)."""
@@ -120,29 +90,3 @@ class ToolGrammar:
                 self._final = _llg().LLMatcher.grammar_from_lark(lark_grammar(self.tools, "final"))
             grammar = self._final
         return GrammarProcessor(_llg().LLMatcher(self.ll_tokenizer, grammar), self.vocab_size)
-
-
-class GrammarProcessor:
-    """Masks the logits to what the grammar allows after the tokens generated so far."""
-
-    def __init__(self, matcher: Any, vocab_size: int) -> None:
-        self.matcher, self.vocab_size = matcher, vocab_size
-        self.consumed = 0
-        self.mask = np.full(((vocab_size + 31) // 32,), -1, dtype=np.int32)
-
-    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
-        new = output_ids[self.consumed:]
-        if new:
-            self.matcher.consume_tokens(new)
-            self.consumed = len(output_ids)
-        if self.matcher.is_error():
-            raise GrammarError(f"the grammar matcher failed: {self.matcher.get_error()}")
-        self.matcher.unsafe_compute_mask_ptr(self.mask.ctypes.data, self.mask.nbytes)
-        v = logits.shape[-1]
-        forbidden = np.unpackbits(self.mask.view(np.uint8), bitorder="little")[:v] == 0  # bit i = token i allowed
-        if v > forbidden.size:  # a model vocabulary larger than the tokenizer's
-            forbidden = np.concatenate([forbidden, np.ones(v - forbidden.size, dtype=bool)])
-        if logits.device.type == "cpu" and logits.is_contiguous():  # numpy: no torch thread-pool round trip
-            logits.numpy()[forbidden] = -np.inf
-            return logits
-        return logits.masked_fill_(torch.from_numpy(forbidden).to(logits.device), float("-inf"))

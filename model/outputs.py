@@ -9,7 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-FinishReason = Literal["stop", "length", "cancelled"]
+FinishReason = Literal["stop", "length", "cancelled", "tool_calls"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call of a reply (OpenAI's `tool_calls` entry): `arguments` is the JSON text the model wrote."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A streamed piece of the `index`-th call: the first carries `id` and `name`, later ones argument text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(slots=True)
@@ -40,6 +59,7 @@ class Completion:
     timings: Timings = field(default_factory=Timings)
     logprobs: list[TokenLogprob] | None = None
     cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    tool_calls: list[ToolCall] = field(default_factory=list)  # `text` is then the content beside the calls
 
     @property
     def completion_tokens(self) -> int:
@@ -61,3 +81,4 @@ class Delta:
     finish_reason: FinishReason | None = None
     completion: Completion | None = None
     logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCallDelta] | None = None

@@ -22,6 +22,7 @@ from ember.model.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
     from ember.model.tokenizer import Tokenizer
+    from ember.model.tool_calls import ChatOptions
 
 __all__ = ["Backend", "BackendError", "Capabilities", "Completion", "Delta", "FinishReason", "Message", "Prompt",
            "Timings", "TokenLogprob"]
@@ -47,6 +48,10 @@ class Capabilities:
     logits_processors: bool = False  # honours `SamplingParams.logits_processors` (tool-call grammars)
     scoring_model: Any = None  # the in-process torch model that scores given text (log-likelihoods)
     kv_blocks: Callable[[], tuple[int, int]] | None = None  # (used, total) paged-KV blocks, for metrics
+    # `chat`/`chat_stream` take `ChatOptions`: tools (replies carry `tool_calls`) and `response_format`
+    tool_calls: bool = False
+    structured_outputs: bool = False
+    constrained: bool = False  # calls and JSON are grammar-constrained here (else the server behind decides)
 
     @property
     def native_tools(self) -> bool:
@@ -72,11 +77,14 @@ class Backend(Protocol):
         """Stream one request. Closing the iterator early cancels the request and frees its resources."""
         ...
 
-    def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
-        """One assistant reply to a conversation, through the model's chat template."""
+    def chat(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+             ) -> Completion:
+        """One assistant reply to a conversation, through the model's chat template. `options` (tools,
+        response_format) only where `capabilities.tool_calls` / `structured_outputs` say so."""
         ...
 
-    def chat_stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
+    def chat_stream(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+                    ) -> Iterator[Delta]:
         ...
 
     def count_tokens(self, text: str) -> int:

@@ -13,12 +13,14 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from ember.model import tool_calls
 from ember.model.backends.base import BackendError, Capabilities, Completion, Delta, Message, Prompt
 from ember.model.engine.llm_engine import EngineConfig, LLMEngine, StepOutput
 from ember.model.engine.sequence import Sequence
 from ember.model.llama import Llama
 from ember.model.sampling_params import SamplingParams
 from ember.model.tokenizer import Tokenizer
+from ember.model.tool_calls import ChatOptions
 
 _STOP = object()
 
@@ -46,7 +48,8 @@ class EmberBackend:
         self.capabilities = Capabilities(
             context_length=e.max_model_len, tokenizer=tokenizer, vocab_size=e.model.config.vocab_size,
             eos_ids=tuple(sorted(e.eos_ids)), logits_processors=True, scoring_model=e.model,
-            kv_blocks=lambda: (e.blocks.num_used, len(e.blocks.blocks)))
+            kv_blocks=lambda: (e.blocks.num_used, len(e.blocks.blocks)), tool_calls=True, structured_outputs=True,
+            constrained=True)
 
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str = "cpu",
@@ -164,11 +167,37 @@ class EmberBackend:
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
+    def chat(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+             ) -> Completion:
+        if options is not None:
+            return tool_calls.collect(self.chat_stream(messages, params, options))
         return self.generate([self._chat_prompt(messages)], params)[0]
 
-    def chat_stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
-        return self.stream(self._chat_prompt(messages), params)
+    def chat_stream(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+                    ) -> Iterator[Delta]:
+        if options is None:
+            return self.stream(self._chat_prompt(messages), params)
+        prompt, params = self._constrained(messages, params, options)
+        return tool_calls.parse_stream(self.stream(prompt, params), options)
+
+    def _constrained(self, messages: list[Message], params: SamplingParams, options: ChatOptions
+                     ) -> tuple[list[int], SamplingParams]:
+        """The prompt with the tools (native template or the system-prompt block) and the reply's grammar."""
+        from dataclasses import replace
+
+        from ember.model.grammar import GrammarProcessor, compile_lark
+
+        c = self.capabilities
+        chat, tools = tool_calls.render_messages(messages, options, c.native_tools)
+        text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tools=tools)
+        lark = tool_calls.lark_grammar(options)
+        if lark is not None:
+            assert c.vocab_size is not None
+            grammar, tok = compile_lark(lark, self.tokenizer, c.vocab_size, c.eos_ids,
+                                        "grammar for these tools / response_format")
+            params = replace(params, logits_processors=[*params.logits_processors,
+                                                        GrammarProcessor.of(grammar, tok, c.vocab_size)])
+        return self.tokenizer.encode(text, add_special_tokens=False), params
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False))

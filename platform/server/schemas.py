@@ -39,10 +39,24 @@ class ContentPart(Strict):
     text: Text
 
 
+class FunctionCall(Strict):
+    name: Name
+    arguments: Annotated[Text, Field(max_length=1 << 20)]  # JSON text, as the model wrote it
+
+
+class ToolCall(Strict):
+    id: Name
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Strict):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: Text | list[ContentPart] | None = None
     name: Name | None = None
+    tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None  # assistant turns that called tools
+    tool_call_id: Name | None = None  # tool turns: the call this answers
+    refusal: Text | None = None  # what clients echo back of an assistant turn
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -84,8 +98,45 @@ class Sampling(Strict):
                               ignore_eos=self.ignore_eos)
 
 
+class FunctionDef(Strict):
+    name: Name
+    description: Annotated[Text, Field(max_length=1 << 16)] | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema, checked by ember.model.tool_calls
+    strict: bool | None = None
+
+
+class Tool(Strict):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(Strict):
+    name: Name
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class JsonSchemaFormat(Strict):
+    name: Name = "response"
+    description: Text | None = None
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    tools: Annotated[list[Tool], Field(max_length=128)] | None = None
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
     collection: Name | None = Field(None, description="Ember: answer from this collection (like ember-rag:NAME)")
     session_id: Name | None = Field(None, description="Ember: continue this stored chat session and save the turn")

@@ -25,9 +25,19 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from ember.model.backends.base import Completion, Delta, Message
+from ember.model.outputs import ToolCallDelta
+from ember.model.tool_calls import ChatOptions, ToolsError
 from ember.platform.server.errors import ApiError, error_payload
 from ember.platform.server.limiter import Slot
-from ember.platform.server.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, Sampling, usage
+from ember.platform.server.schemas import (
+    ChatMessage,
+    ChatRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    NamedToolChoice,
+    Sampling,
+    usage,
+)
 from ember.platform.server.state import RAG_PREFIX, ServerState
 from ember.platform.server.streaming import ClientGone, iterate_in_thread, run_until_disconnect
 from ember.retrieval.collection import Collection
@@ -104,11 +114,11 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     if req.max_completion_tokens:
         params = replace(params, max_tokens=req.max_completion_tokens)
     _check_max_tokens(st, params.max_tokens, "max_completion_tokens" if req.max_completion_tokens else "max_tokens")
-    messages: list[Message] = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                               for m in req.messages]
-    if messages[-1]["role"] != "user":
-        raise ApiError(400, "the last message must be the user's", param="messages")
-    question = messages[-1]["content"]
+    messages: list[Message] = [_message(m) for m in req.messages]
+    if messages[-1]["role"] not in ("user", "tool"):
+        raise ApiError(400, "the last message must be the user's (or a tool result)", param="messages")
+    options = _options(st, req)
+    question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     if req.session_id:
         stored = await run_in_threadpool(st.sessions.history, req.session_id)
         system = [m for m in messages if m["role"] == "system"]
@@ -126,7 +136,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             extra["citations"] = [c.to_dict() for c in final.citations]
             extra["ember"] = {"collection": collection, "query": final.query, "no_context": final.no_context,
                               "dropped_chunk_ids": final.dropped_chunk_ids, "dropped_turns": final.dropped_turns}
-        if req.session_id:
+        if req.session_id and messages[-1]["role"] == "user":
             st.sessions.append(req.session_id, question, text, extra.get("citations"))
             extra.setdefault("ember", {})["session_id"] = req.session_id
         if completion is not None:
@@ -136,7 +146,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     if not req.stream:  # one worker call (no per-token hops between threads), cancelled if the client leaves
         def run(cancel: threading.Event) -> tuple[str, dict[str, Any], Completion | None]:
             it: Iterator[Any] = (rag.stream(question, history, params) if rag is not None
-                                 else st.backend.chat_stream(messages, params))
+                                 else _chat_stream(st, messages, params, options))
             text, final = "", None
             try:
                 for item in it:
@@ -163,15 +173,21 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         finally:
             slot.release()
         reason = completion.finish_reason if completion is not None else "stop"
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if completion is not None and completion.tool_calls:
+            message = {"role": "assistant", "content": completion.text or None,
+                       "tool_calls": [{"id": c.id, "type": "function",
+                                       "function": {"name": c.name, "arguments": c.arguments}}
+                                      for c in completion.tool_calls]}
         return {**head, "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                "choices": [{"index": 0, "message": message,
                              "finish_reason": "stop" if reason == "cancelled" else reason, "logprobs": None}],
                 "usage": usage(completion.prompt_tokens if completion else 0,
                                completion.completion_tokens if completion else 0), **extra}
 
     make: Callable[[], Iterator[Any]] = (
         (lambda: rag.stream(question, history, params)) if rag is not None
-        else (lambda: st.backend.chat_stream(messages, params)))
+        else (lambda: _chat_stream(st, messages, params, options)))
     slot, items, first = await _start(st, make)
 
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -189,6 +205,9 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                     if item.text:
                         yield _sse({**chunk, "choices": [{"index": 0, "delta": {"content": item.text},
                                                           "finish_reason": None}]})
+                    if item.tool_calls:
+                        yield _sse({**chunk, "choices": [{"index": 0, "delta": {"tool_calls": [
+                            _call_delta(d) for d in item.tool_calls]}, "finish_reason": None}]})
                 else:
                     final = item
             extra, completion = await run_in_threadpool(finish, text, final)
@@ -208,6 +227,55 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
 
     return StreamingResponse(body(), media_type="text/event-stream", background=BackgroundTask(slot.release),
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _message(m: ChatMessage) -> Message:
+    """A request message as the backends take it: OpenAI's shape, `developer` read as `system`."""
+    out: Message = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    if m.tool_calls:
+        out["tool_calls"] = [c.model_dump() for c in m.tool_calls]
+    if m.tool_call_id is not None:
+        out["tool_call_id"] = m.tool_call_id
+    if m.name is not None and m.role == "tool":
+        out["name"] = m.name
+    return out
+
+
+def _options(st: ServerState, req: ChatRequest) -> ChatOptions | None:
+    """The request's tools and response_format, checked (400 naming the field), or None when it has neither."""
+    if not req.tools and req.response_format is None and req.tool_choice is None:
+        return None
+    try:
+        options = ChatOptions.from_openai(
+            [t.model_dump(exclude_none=True) for t in req.tools or []],
+            req.tool_choice.model_dump() if isinstance(req.tool_choice, NamedToolChoice) else req.tool_choice,
+            req.parallel_tool_calls,
+            req.response_format.model_dump(by_alias=True, exclude_none=True) if req.response_format else None)
+    except ToolsError as e:
+        raise ApiError(400, str(e), code="invalid_request", param=e.param) from None
+    caps = st.backend.capabilities
+    if options.tools and not caps.tool_calls:
+        raise ApiError(400, f"the {st.backend.name} backend does not support tools", param="tools")
+    if options.response_format is not None and not caps.structured_outputs:
+        raise ApiError(400, f"the {st.backend.name} backend does not support response_format", param="response_format")
+    return options if options.tools or options.response_format is not None else None
+
+
+def _chat_stream(st: ServerState, messages: list[Message], params: Any, options: ChatOptions | None
+                 ) -> Iterator[Delta]:
+    if options is None:
+        return st.backend.chat_stream(messages, params)
+    return st.backend.chat_stream(messages, params, options)
+
+
+def _call_delta(d: ToolCallDelta) -> dict[str, Any]:
+    """One streamed tool-call piece as OpenAI sends it: index, then id/type/name once, then argument text."""
+    out: dict[str, Any] = {"index": d.index}
+    if d.id is not None:
+        out.update(id=d.id, type="function", function={"name": d.name, "arguments": d.arguments})
+    else:
+        out["function"] = {"arguments": d.arguments}
+    return out
 
 
 @router.post("/v1/completions")
