@@ -2,10 +2,11 @@
 
 Auth and metrics are plain ASGI middleware (not `BaseHTTPMiddleware`, which buffers streams and hides a
 client's disconnect from the route). Before anything else a request's Host and Origin are checked
-(guard.py: DNS rebinding and CSRF). Once an API key has been created, every route but /health and
-the UI's static shell needs `Authorization: Bearer KEY`; keys are checked against the database on every
-request, so `ember keys revoke` takes effect at once, even on a running server. An unexpected error
-becomes a JSON 500 here, so it never reaches uvicorn, which would close the keep-alive connection.
+(guard.py: DNS rebinding and CSRF), and a JSON body is limited to `MAX_BODY` bytes. Once an API key has been
+created, every route but /health and the UI's static shell needs `Authorization: Bearer KEY`; keys are checked
+against the database on every request, so `ember keys revoke` takes effect at once, even on a running server.
+An unexpected error becomes a JSON 500 here, so it never reaches uvicorn, which would close the keep-alive
+connection.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import time
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ember.platform.auth import Gate
@@ -27,6 +29,25 @@ from ember.platform.server.state import ServerState
 OPEN = {"/health", *web.PUBLIC}
 ROUTERS = (system.router, openai.router, collections.router, sessions.router, web.router)
 log = logging.getLogger("ember.server")
+
+
+MAX_BODY = 8 << 20  # a JSON request body; more is a 413 before it is read into memory
+
+
+def bounded(receive: Receive, limit: int) -> Receive:
+    """`receive` that stops a body without Content-Length (chunked) at `limit` bytes with a 413."""
+    seen = 0
+
+    async def wrapped() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:  # FastAPI re-raises an HTTPException met while reading the body
+                raise HTTPException(413, f"the request body is larger than {limit >> 20} MiB")
+        return message
+
+    return wrapped
 
 
 class AuthAndMetrics:
@@ -67,6 +88,13 @@ class AuthAndMetrics:
                 if refusal is not None:
                     await self.refuse(send_and_count, 401, refusal, "invalid_api_key")
                     return
+            if not headers.get("content-type", "").startswith("multipart/"):  # uploads have their own limits
+                length = headers.get("content-length", "")
+                if length.isdigit() and int(length) > MAX_BODY:
+                    await self.refuse(send_and_count, 413, f"the request body is larger than {MAX_BODY >> 20} MiB",
+                                      "request_too_large")
+                    return
+                receive = bounded(receive, MAX_BODY)
             await self.app(scope, receive, send_and_count)
         except Exception as e:
             if started:  # a stream broke after its headers: the connection has to end

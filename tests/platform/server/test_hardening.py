@@ -20,6 +20,7 @@ import torch
 from ember.model.backends.base import BackendError
 from ember.model.backends.ember import EmberBackend
 from ember.model.sampling_params import SamplingParams
+from ember.platform.server.app import MAX_BODY
 from ember.platform.server.uploads import receive_files
 
 from .conftest import ServerFactory, upload_docs, wait_job
@@ -347,3 +348,26 @@ def test_revoked_key_is_not_named_and_ui_sends_security_headers(make_server: Ser
         r = c.get("/v1/models")
         assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
         assert "alice" not in r.text
+
+
+def test_oversized_json_bodies_are_413s_before_they_are_read(make_server: ServerFactory) -> None:
+    """A JSON body past MAX_BODY is refused by its Content-Length, or as it streams in when chunked; uploads
+    keep their own per-file limit."""
+    server = make_server()
+    big = json.dumps({"model": "smollm2", "messages": [{"role": "user", "content": "x" * (MAX_BODY + 10)}]})
+
+    def chunks() -> Any:
+        for i in range(0, len(big), 1 << 16):
+            yield big[i:i + (1 << 16)].encode()
+
+    with server.client() as c:
+        sized = c.post("/v1/chat/completions", content=big.encode(), headers={"Content-Type": "application/json"})
+        assert sized.status_code == 413 and sized.json()["error"]["code"] == "request_too_large", sized.text
+        chunked = c.post("/v1/embeddings", content=chunks(), headers={"Content-Type": "application/json"})
+        assert chunked.status_code == 413 and "larger than 8 MiB" in chunked.json()["error"]["message"]
+        assert c.get("/health").status_code == 200
+        page = b"<html><body><main><p>A big page.</p></main><script>" + b"var x = 1;\n" * 900_000 + b"</script>"
+        upload = c.post("/v1/collections/big/files", files={"file": ("big.html", page)})  # ~10 MB of it a script
+        assert upload.status_code == 202, upload.text  # over MAX_BODY, under the 20 MB upload limit
+        job = wait_job(c, "big", upload.json())
+        assert job["status"] == "done" and job["added"] == ["big.html"], job
