@@ -34,11 +34,14 @@ from ember.model.backends.base import (
     TokenLogprob,
 )
 from ember.model.backends.sse import iter_sse_data
+from ember.model.outputs import ToolCallDelta
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     import httpx
+
+    from ember.model.tool_calls import ChatOptions
 
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
@@ -65,7 +68,8 @@ class OpenAIBackend:
         self.max_concurrency = max_concurrency
         self.tokenizer: Tokenizer | None = (
             tokenizer if tokenizer is None or isinstance(tokenizer, Tokenizer) else Tokenizer.load(tokenizer))
-        self.capabilities = Capabilities(tokenizer=self.tokenizer)  # a remote model: its length is not known
+        # a remote model: its length is not known; tools and response_format go through to the server
+        self.capabilities = Capabilities(tokenizer=self.tokenizer, tool_calls=True, structured_outputs=True)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(base_url=self.base_url, headers=headers,
                                     timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
@@ -88,11 +92,13 @@ class OpenAIBackend:
     def stream(self, prompt: Prompt, params: SamplingParams) -> Iterator[Delta]:
         return self._stream(COMPLETIONS, {"prompt": prompt}, params, chat=False)
 
-    def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
-        return self._request(CHAT, {"messages": messages}, params, chat=True)
+    def chat(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+             ) -> Completion:
+        return self._request(CHAT, _chat_payload(messages, options), params, chat=True)
 
-    def chat_stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
-        return self._stream(CHAT, {"messages": messages}, params, chat=True)
+    def chat_stream(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+                    ) -> Iterator[Delta]:
+        return self._stream(CHAT, _chat_payload(messages, options), params, chat=True)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone (no BOS/EOS added): locally with `tokenizer`, else the server's `/tokenize`."""
@@ -144,6 +150,7 @@ class OpenAIBackend:
             timings=Timings(first_token_s=total, total_s=total),
             logprobs=self._logprobs(choice.get("logprobs"), params, chat),
             cached_tokens=_cached_tokens(usage),
+            tool_calls=wire.tool_calls((choice.get("message") or {}).get("tool_calls")) if chat else [],
         )
 
     def _stream(self, path: str, payload: dict[str, Any], params: SamplingParams, *, chat: bool) -> Iterator[Delta]:
@@ -153,6 +160,7 @@ class OpenAIBackend:
         texts: list[str] = []
         ids: list[int] = []
         logprobs: list[TokenLogprob] = []
+        calls: list[ToolCallDelta] = []
         finish = None
         usage: dict[str, Any] = {}
         prompt_ids: Any = None
@@ -175,14 +183,16 @@ class OpenAIBackend:
                     text = ((choice.get("delta") or {}).get("content") if chat else choice.get("text")) or ""
                     new_ids = choice.get("token_ids") or []
                     new_lps = self._logprobs(choice.get("logprobs"), params, chat)
+                    new_calls = wire.tool_call_deltas((choice.get("delta") or {}).get("tool_calls")) if chat else []
                     finish = wire.finish_reason(choice.get("finish_reason")) or finish
-                    if text or new_ids:
-                        if not texts and not ids:
+                    if text or new_ids or new_calls:
+                        if not texts and not ids and not calls:
                             first_token_s = time.perf_counter() - t0
                         texts.append(text)
                         ids.extend(new_ids)
                         logprobs.extend(new_lps or [])
-                        yield Delta(text=text, token_ids=list(new_ids), logprobs=new_lps)
+                        calls.extend(new_calls)
+                        yield Delta(text=text, token_ids=list(new_ids), logprobs=new_lps, tool_calls=new_calls or None)
         total = time.perf_counter() - t0
         if finish is None:
             raise BackendError(f"the stream from {url} ended before the request finished",
@@ -197,6 +207,7 @@ class OpenAIBackend:
             timings=Timings(first_token_s=first_token_s or total, total_s=total),
             logprobs=logprobs if params.logprobs is not None else None,
             cached_tokens=_cached_tokens(usage),
+            tool_calls=wire.assemble(calls),
         )
         yield Delta(text="", token_ids=[], finish_reason=finish, completion=completion)
 
@@ -239,6 +250,10 @@ class OpenAIBackend:
             raise BackendError(f"{url} answered HTTP {response.status_code}: {_error_message(response.text)}",
                                hint=_status_hint(response.status_code, self.base_url, self.model))
         return _loads(response.text, url)
+
+
+def _chat_payload(messages: list[Message], options: ChatOptions | None) -> dict[str, Any]:
+    return {"messages": messages, **(options.to_openai() if options is not None else {})}
 
 
 def _loads(text: str, url: str) -> dict[str, Any]:

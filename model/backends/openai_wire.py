@@ -10,14 +10,16 @@ ignore them, and the parsers below then fall back to what the response has (llam
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from ember.model.backends.base import FinishReason, TokenLogprob
+from ember.model.outputs import ToolCall, ToolCallDelta
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tokenizer import Tokenizer
 
 FINISH_REASONS: dict[str, FinishReason] = {
-    "stop": "stop", "eos": "stop", "tool_calls": "stop", "function_call": "stop", "content_filter": "stop",
+    "stop": "stop", "eos": "stop", "tool_calls": "tool_calls", "function_call": "tool_calls", "content_filter": "stop",
     "length": "length",
     "abort": "cancelled", "cancelled": "cancelled",
 }
@@ -123,3 +125,36 @@ def chat_logprobs(raw: Any, n: int, tokenizer: Tokenizer | None) -> list[TokenLo
         text = token_text(tid, entry.get("token"), entry.get("bytes"), tokenizer)
         out.append(TokenLogprob(tid, text, float(entry["logprob"]), _top(alternatives, n)))
     return out
+
+
+def tool_calls(raw: Any) -> list[ToolCall]:
+    """A reply message's `tool_calls` (function calls only; arguments kept as the JSON text sent)."""
+    out = []
+    for c in raw if isinstance(raw, list) else []:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            args = fn.get("arguments")
+            text = args if isinstance(args, str) else json.dumps(args)
+            out.append(ToolCall(str(c.get("id") or ""), fn["name"], text))
+    return out
+
+
+def tool_call_deltas(raw: Any) -> list[ToolCallDelta]:
+    """A streamed delta's `tool_calls` pieces."""
+    out = []
+    for c in raw if isinstance(raw, list) else []:
+        if not isinstance(c, dict):
+            continue
+        fn = c.get("function") or {}
+        out.append(ToolCallDelta(int(c.get("index") or 0), c.get("id"), fn.get("name"), fn.get("arguments") or ""))
+    return out
+
+
+def assemble(deltas: list[ToolCallDelta]) -> list[ToolCall]:
+    """The calls a stream of pieces adds up to, by index."""
+    calls: dict[int, list[str]] = {}
+    for d in deltas:
+        entry = calls.setdefault(d.index, ["", "", ""])
+        entry[0], entry[1] = d.id or entry[0], d.name or entry[1]
+        entry[2] += d.arguments
+    return [ToolCall(i, n, a) for _, (i, n, a) in sorted(calls.items())]

@@ -86,6 +86,9 @@ class Sampling(Strict):
         list[Annotated[Text, Field(min_length=1, max_length=256)]], Field(max_length=MAX_STOP)] | None = None
     seed: int | None = Field(None, ge=-MAX_SEED - 1, le=MAX_SEED)
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens even past the end-of-sequence token
+    # vLLM's token-id extensions, which Ember's own OpenAIBackend sends: accepted, no ids returned yet
+    return_token_ids: bool = False
+    return_tokens_as_token_ids: bool = False
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     user: Name | None = None
 

@@ -37,7 +37,7 @@ def test_logits_processors_are_refused_not_dropped() -> None:
 
 def test_finish_reasons() -> None:
     assert [wire.finish_reason(r) for r in ("stop", "length", "abort", "tool_calls", None)] == \
-        ["stop", "length", "cancelled", "stop", None]
+        ["stop", "length", "cancelled", "tool_calls", None]
 
 
 def test_sse_framing() -> None:

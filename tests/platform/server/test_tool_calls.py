@@ -215,3 +215,30 @@ def test_malformed_tools_are_400_with_the_reason(server: LiveServer, extra: dict
     assert reason in error["message"]
     if param:
         assert error["param"] == param, error
+
+
+def test_the_openai_backend_passes_tools_and_formats_through(server: LiveServer) -> None:
+    """`OpenAIBackend` (any OpenAI-compatible server; here Ember's own) sends tools, tool_choice and
+    response_format and reads `tool_calls` back, streamed and not."""
+    from ember.model.backends.openai import OpenAIBackend
+    from ember.model.sampling_params import SamplingParams
+    from ember.model.tool_calls import ChatOptions
+
+    backend = OpenAIBackend(server.url + "/v1", "smollm2")
+    assert backend.capabilities.tool_calls and backend.capabilities.structured_outputs
+    options = ChatOptions.from_openai([dict(t) for t in TOOLS], {"type": "function", "function": {"name": "add"}})
+    params = SamplingParams(max_tokens=48, temperature=0)
+    messages = [{"role": "user", "content": "What is 2 plus 3?"}]
+    try:
+        done = backend.chat(messages, params, options)
+        assert done.finish_reason == "tool_calls" and [c.name for c in done.tool_calls] == ["add"]
+        _valid_call("add", done.tool_calls[0].arguments)
+        deltas = list(backend.chat_stream(messages, params, options))
+        final = deltas[-1].completion
+        assert final is not None and final.finish_reason == "tool_calls"
+        assert [(c.name, c.arguments) for c in final.tool_calls] == [(c.name, c.arguments) for c in done.tool_calls]
+        fmt = ChatOptions.from_openai(response_format={"type": "json_schema", "json_schema": {
+            "name": "n", "schema": SCHEMA_SET[1], "strict": True}})
+        jsonschema.validate(json.loads(backend.chat(messages, params, fmt).text), SCHEMA_SET[1])
+    finally:
+        backend.close()
