@@ -29,14 +29,7 @@ def _describe(row: store.CollectionRow, docs: int, chunks: int) -> dict[str, Any
 
 
 def _list(data_dir: Any) -> list[dict[str, Any]]:
-    rows = Collection.names(data_dir)
-    if not rows:
-        return []
-    con = store.connect(data_dir / "ember.db")
-    try:
-        return [_describe(r, *store.counts(con, r.name)) for r in rows]
-    finally:
-        con.close()
+    return [_describe(row, docs, chunks) for row, docs, chunks in Collection.listing(data_dir)]
 
 
 def _name(name: str) -> str:
