@@ -131,11 +131,7 @@ def collection_tools(retriever: Any, max_chars: int = 1500) -> list[Tool]:
             doc = next((d for d in docs.values() if title.lower() in d.title.lower()), None)
         if doc is None:
             raise ToolError(f"no document titled {title!r}")
-        from ember.retrieval import store
-
-        ids = store.chunk_ids(collection.con, collection.name, [doc.id])
-        chunks = sorted(collection.chunks([int(i) for i in ids]).values(), key=lambda c: c.ord)
-        text = "\n".join(c.text for c in chunks)
+        text = "\n".join(c.text for c in collection.document_chunks(doc.id))
         return text[:max_chars * 2] + ("…" if len(text) > max_chars * 2 else "")
 
     return [Tool.from_function(search_collection), Tool.from_function(read_document)]
