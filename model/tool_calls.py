@@ -323,6 +323,28 @@ def lark_grammar(options: ChatOptions) -> str | None:
 _HEADER = re.compile(r'\s*\{\s*"name"\s*:\s*"((?:[^"\\]|\\.)*)"\s*,\s*"arguments"\s*:\s*')
 
 
+class RepeatStop:
+    """A `LogitsProcessor` after the grammar's: once the reply's latest `<tool_call>` block repeats an earlier one
+    word for word, only an end-of-sequence token is allowed (the grammar allows one there). Small models repeat a
+    call until max_tokens under parallel tool calls; an identical second call is never useful."""
+
+    def __init__(self, tokenizer: Any, eos_ids: tuple[int, ...]) -> None:
+        self.tokenizer, self.eos_ids = tokenizer, list(eos_ids)
+
+    def __call__(self, output_ids: list[int], logits: Any) -> Any:
+        if not output_ids or TOOL_CLOSE[2:] not in self.tokenizer.decode(output_ids[-4:], skip_special_tokens=False):
+            return logits
+        text = self.tokenizer.decode(output_ids, skip_special_tokens=False)
+        if not text.rstrip().endswith(TOOL_CLOSE):
+            return logits
+        blocks = [b.strip() for b in text.split(TOOL_OPEN)[1:]]
+        if len(blocks) > 1 and blocks[-1] in blocks[:-1]:
+            keep = logits[self.eos_ids].clone()
+            logits.fill_(float("-inf"))
+            logits[self.eos_ids] = keep
+        return logits
+
+
 def new_call_id() -> str:
     return "call_" + uuid.uuid4().hex[:24]
 

@@ -195,8 +195,10 @@ class EmberBackend:
             assert c.vocab_size is not None
             grammar, tok = compile_lark(lark, self.tokenizer, c.vocab_size, c.eos_ids,
                                         "grammar for these tools / response_format")
-            params = replace(params, logits_processors=[*params.logits_processors,
-                                                        GrammarProcessor.of(grammar, tok, c.vocab_size)])
+            procs = [GrammarProcessor.of(grammar, tok, c.vocab_size)]
+            if options.calls_allowed and options.parallel_tool_calls:
+                procs.append(tool_calls.RepeatStop(self.tokenizer, c.eos_ids))
+            params = replace(params, logits_processors=[*params.logits_processors, *procs])
         return self.tokenizer.encode(text, add_special_tokens=False), params
 
     def count_tokens(self, text: str) -> int:

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ember.model import tool_calls
 from ember.model.backends.base import (
     BackendError,
     Capabilities,
@@ -35,6 +36,7 @@ from ember.model.backends.base import (
 from ember.model.errors import EmberError
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tokenizer import Tokenizer
+from ember.model.tool_calls import ChatOptions
 
 FINISH_REASONS: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", "abort": "cancelled"}
 INSTALL_HINT = ("Install vLLM: on a CUDA machine `pip install vllm` (or `pip install -e '.[gpu]'`); on a CPU, "
@@ -66,25 +68,29 @@ class VLLMBackend:
         vllm = import_vllm()
         self._vllm = vllm
         engine_kwargs.setdefault("disable_log_stats", False)  # keeps per-request metrics (timings)
+        # tool calls and response_format are llguidance lark grammars (ember.model.tool_calls), vLLM's "guidance"
+        engine_kwargs.setdefault("structured_outputs_config", {"backend": "guidance"})
         t0 = time.perf_counter()
         self.llm: Any = vllm.LLM(model=str(folder), tokenizer=str(folder), dtype=dtype,
                             tensor_parallel_size=tensor_parallel_size,
                             pipeline_parallel_size=pipeline_parallel_size, **engine_kwargs)
         self.start_seconds = time.perf_counter() - t0
         length = getattr(getattr(self.llm.llm_engine, "model_config", None), "max_model_len", None)
-        self.capabilities = Capabilities(context_length=int(length) if length else None, tokenizer=self.tokenizer)
+        self.capabilities = Capabilities(context_length=int(length) if length else None, tokenizer=self.tokenizer,
+                                         tool_calls=True, structured_outputs=True, constrained=True)
         self._lock = threading.Lock()
         self._stream_ids = itertools.count()
 
     # ---- the Backend protocol ---------------------------------------------------------------------
-    def generate(self, prompts: list[Prompt], params: SamplingParams | list[SamplingParams]) -> list[Completion]:
+    def generate(self, prompts: list[Prompt], params: SamplingParams | list[SamplingParams],
+                 grammar: str | None = None) -> list[Completion]:
         per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         if len(per_prompt) != len(prompts):
             raise InvalidRequestError(f"{len(prompts)} prompts but {len(per_prompt)} SamplingParams")
         if not prompts:
             return []
         inputs = [self._tokens_prompt(p) for p in prompts]
-        vparams = [self._params(p) for p in per_prompt]
+        vparams = [self._params(p, grammar=grammar) for p in per_prompt]
         with self._lock, _vllm_errors():
             t0 = time.perf_counter()
             outputs = self._engine().generate(inputs, vparams, use_tqdm=False)
@@ -97,11 +103,28 @@ class VLLMBackend:
         vparams = self._params(params, delta=True)
         return self._stream(inputs, vparams, params)
 
-    def chat(self, messages: list[Message], params: SamplingParams) -> Completion:
-        return self.generate([self._chat_ids(messages)], params)[0]
+    def chat(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+             ) -> Completion:
+        if options is None:
+            return self.generate([self._chat_ids(messages)], params)[0]
+        ids, grammar = self._constrained(messages, options)
+        c = self.generate([ids], params, grammar)[0]
+        return tool_calls.collect(tool_calls.parse_stream(iter([Delta(c.text, c.token_ids, c.finish_reason, c)]),
+                                                          options))
 
-    def chat_stream(self, messages: list[Message], params: SamplingParams) -> Iterator[Delta]:
-        return self.stream(self._chat_ids(messages), params)
+    def chat_stream(self, messages: list[Message], params: SamplingParams, options: ChatOptions | None = None
+                    ) -> Iterator[Delta]:
+        if options is None:
+            return self.stream(self._chat_ids(messages), params)
+        ids, grammar = self._constrained(messages, options)
+        deltas = self._stream(self._tokens_prompt(ids), self._params(params, delta=True, grammar=grammar), params)
+        return tool_calls.parse_stream(deltas, options)
+
+    def _constrained(self, messages: list[Message], options: ChatOptions) -> tuple[list[int], str | None]:
+        """The prompt with the tools (as on our engine) and the reply's lark grammar for vLLM's guidance backend."""
+        chat, tools = tool_calls.render_messages(messages, options, self.capabilities.native_tools)
+        text = self.tokenizer.apply_chat_template(chat, tools=tools)
+        return self.tokenizer.encode(text, add_special_tokens=False), tool_calls.lark_grammar(options)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone (no BOS/EOS added)."""
@@ -128,9 +151,10 @@ class VLLMBackend:
             raise InvalidRequestError("empty prompt: vLLM needs at least one prompt token")
         return self._vllm.TokensPrompt(prompt_token_ids=ids)
 
-    def _params(self, p: SamplingParams, delta: bool = False) -> Any:
-        """`vllm.SamplingParams` for `p`: the same fields, the same meanings (vLLM defined most of them)."""
-        from vllm.sampling_params import RequestOutputKind
+    def _params(self, p: SamplingParams, delta: bool = False, grammar: str | None = None) -> Any:
+        """`vllm.SamplingParams` for `p`: the same fields, the same meanings (vLLM defined most of them);
+        `grammar`: a lark grammar the output must follow (vLLM's structured outputs)."""
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         if p.logits_processors:
             raise InvalidRequestError("logits processors (constrained decoding) run only on the ember backend")
@@ -141,6 +165,7 @@ class VLLMBackend:
             stop_token_ids=list(p.stop_token_ids) or None, ignore_eos=p.ignore_eos, seed=p.seed,
             logprobs=p.logprobs,
             output_kind=RequestOutputKind.DELTA if delta else RequestOutputKind.FINAL_ONLY,
+            structured_outputs=StructuredOutputsParams(grammar=grammar) if grammar is not None else None,
         )
 
     # ---- vLLM -> Ember ----------------------------------------------------------------------------

@@ -13,8 +13,9 @@ Each class only translates types: searching, storing, generating and embedding a
 
 from __future__ import annotations
 
+import json
 from collections.abc import Generator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +36,8 @@ from llama_index.core.base.llms.types import (  # noqa: E402
 from llama_index.core.bridge.pydantic import Field, PrivateAttr  # noqa: E402
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback  # noqa: E402
 from llama_index.core.llms.custom import CustomLLM  # noqa: E402
+from llama_index.core.llms.function_calling import FunctionCallingLLM  # noqa: E402
+from llama_index.core.llms.llm import ToolSelection  # noqa: E402
 from llama_index.core.retrievers import BaseRetriever  # noqa: E402
 from llama_index.core.schema import (  # noqa: E402
     BaseNode,
@@ -53,7 +56,9 @@ from llama_index.core.vector_stores.types import (  # noqa: E402
 )
 
 from ember.model.backends.base import Backend, Completion, Delta, Message  # noqa: E402
+from ember.model.errors import InvalidValueError  # noqa: E402
 from ember.model.sampling_params import SamplingParams  # noqa: E402
+from ember.model.tool_calls import ChatOptions  # noqa: E402
 from ember.retrieval import store  # noqa: E402
 from ember.retrieval.collection import Collection, PreparedDocument  # noqa: E402
 from ember.retrieval.embedders import Embedder, l2_normalize  # noqa: E402
@@ -85,16 +90,46 @@ class EmberRetriever(BaseRetriever):
         return [NodeWithScore(node=to_node(h.chunk), score=h.score) for h in hits]
 
 
+if TYPE_CHECKING:
+    from llama_index.core.tools.types import BaseTool
+
+
 def to_messages(messages: Sequence[ChatMessage]) -> list[Message]:
-    role = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}
-    return [{"role": role.get(m.role, str(m.role.value)), "content": m.content or ""} for m in messages]
+    """LlamaIndex messages as OpenAI's; tool calls ride in `additional_kwargs` as in LlamaIndex's OpenAI LLM."""
+    role = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant",
+            MessageRole.TOOL: "tool"}
+    out: list[Message] = []
+    for m in messages:
+        message: Message = {"role": role.get(m.role, str(m.role.value)), "content": m.content or ""}
+        calls = m.additional_kwargs.get("tool_calls")
+        if m.role == MessageRole.ASSISTANT and calls:
+            message["tool_calls"] = [c if isinstance(c, dict) else c.model_dump() for c in calls]
+        if m.role == MessageRole.TOOL:
+            message["tool_call_id"] = str(m.additional_kwargs.get("tool_call_id", ""))
+        out.append(message)
+    return out
 
 
-class EmberLLM(CustomLLM):
+def _options(backend: Backend, kwargs: dict[str, Any]) -> ChatOptions | None:
+    if kwargs.get("tools") is None and kwargs.get("response_format") is None:
+        return None
+    if not backend.capabilities.tool_calls:
+        raise InvalidValueError(f"the {backend.name} backend does not offer tool calls")
+    return ChatOptions.from_openai(kwargs.get("tools"), kwargs.get("tool_choice"), kwargs.get("parallel_tool_calls"),
+                                   kwargs.get("response_format"))
+
+
+def _calls(calls: Sequence[Any]) -> list[dict[str, Any]]:
+    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
+
+
+class EmberLLM(FunctionCallingLLM, CustomLLM):
     """Any Ember `Backend` (our engine, vLLM, an OpenAI-compatible server) as a LlamaIndex chat LLM.
 
     `chat`/`stream_chat` go through the model's chat template (`Backend.chat`); `complete` is a raw text
     completion (`Backend.generate`), so LlamaIndex, told `is_chat_model`, sends its prompts as chat messages.
+    Function calling (`chat_with_tools`, `predict_and_call`, `FunctionAgent`) goes through the backend's
+    `ChatOptions`; the calls come back in `message.additional_kwargs["tool_calls"]`, OpenAI's shape.
     """
 
     context_window: int = Field(default=2048, description="tokens the model sees: prompt + answer")
@@ -114,27 +149,58 @@ class EmberLLM(CustomLLM):
     @property
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(context_window=self.context_window, num_output=self.num_output,
-                           model_name=self.model_name, is_chat_model=True)
+                           model_name=self.model_name, is_chat_model=True,
+                           is_function_calling_model=self._backend.capabilities.tool_calls)
 
     def _params(self, stop: list[str] | None = None) -> SamplingParams:
         return SamplingParams(max_tokens=self.num_output, temperature=self.temperature, stop=list(stop or []))
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        c = self._backend.chat(to_messages(messages), self._params(kwargs.get("stop")))
-        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=c.text), raw=_raw(c))
+        options = _options(self._backend, kwargs)
+        params = self._params(kwargs.get("stop"))
+        c = (self._backend.chat(to_messages(messages), params, options) if options is not None
+             else self._backend.chat(to_messages(messages), params))
+        extra = {"tool_calls": _calls(c.tool_calls)} if c.tool_calls else {}
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=c.text, additional_kwargs=extra),
+                            raw=_raw(c))
 
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        inner = self._backend.chat_stream(to_messages(messages), self._params(kwargs.get("stop")))
+        options = _options(self._backend, kwargs)
+        params = self._params(kwargs.get("stop"))
+        inner = (self._backend.chat_stream(to_messages(messages), params, options) if options is not None
+                 else self._backend.chat_stream(to_messages(messages), params))
 
         def gen() -> Generator[ChatResponse, None, None]:
             text = ""
             for d in _closing(inner):
                 text += d.text
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=d.text,
-                                   raw=_raw(d.completion))
+                calls = d.completion.tool_calls if d.completion is not None else []
+                extra = {"tool_calls": _calls(calls)} if calls else {}
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text,
+                                                       additional_kwargs=extra), delta=d.text, raw=_raw(d.completion))
         return gen()
+
+    def _prepare_chat_with_tools(self, tools: Sequence[BaseTool], user_msg: str | ChatMessage | None = None,
+                                 chat_history: list[ChatMessage] | None = None, verbose: bool = False,
+                                 allow_parallel_tool_calls: bool = False, tool_required: bool = False,
+                                 **kwargs: Any) -> dict[str, Any]:
+        messages = list(chat_history or [])
+        if user_msg is not None:
+            messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str)
+                            else user_msg)
+        return {"messages": messages, "tools": [t.metadata.to_openai_tool() for t in tools],
+                "tool_choice": "required" if tool_required else "auto",
+                "parallel_tool_calls": allow_parallel_tool_calls, **kwargs}
+
+    def get_tool_calls_from_response(self, response: ChatResponse, error_on_no_tool_call: bool = True,
+                                     **kwargs: Any) -> list[ToolSelection]:
+        calls = response.message.additional_kwargs.get("tool_calls") or []
+        if not calls and error_on_no_tool_call:
+            raise InvalidValueError(f"expected a tool call, got the reply {response.message.content!r}")
+        return [ToolSelection(tool_id=c["id"], tool_name=c["function"]["name"],
+                              tool_kwargs=json.loads(c["function"]["arguments"] or "{}")) for c in calls]
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:

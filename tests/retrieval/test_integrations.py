@@ -124,8 +124,6 @@ def test_langchain_retrieval_chain_answers_and_streams(retriever: Retriever, bac
         full += c
     assert len(chunks) > 1 and full.response_metadata["finish_reason"] in ("stop", "length")
     assert full.usage_metadata is not None and 1 <= full.usage_metadata["output_tokens"] <= 24
-    with pytest.raises(NotImplementedError, match=r"ember\.agents"):
-        llm.bind_tools([])
 
 
 def test_langchain_embeddings_and_retriever(retriever: Retriever, minilm: SentenceTransformerEmbedder) -> None:

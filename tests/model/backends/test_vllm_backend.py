@@ -31,6 +31,10 @@ CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 N = 24  # new tokens per greedy case
 GREEDY = {"max_tokens": N, "temperature": 0.0, "ignore_eos": True}
 SAMPLED = {"max_tokens": 16, "temperature": 1.0}
+ADD = {"type": "function", "function": {"name": "add", "description": "Add two integers.", "parameters": {
+    "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}}
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+          "required": ["name", "age"]}
 CASES: list[dict[str, Any]] = [
     {"name": "greedy", "op": "generate", "prompts": PROMPTS, "params": {**GREEDY, "logprobs": 3}},
     {"name": "chat", "op": "chat", "messages": CHAT, "params": GREEDY},
@@ -47,6 +51,12 @@ CASES: list[dict[str, Any]] = [
     {"name": "count", "op": "count_tokens", "text": PROMPTS[2]},
     {"name": "too_long", "op": "generate", "prompts": [[504] * 3000], "params": GREEDY},  # max_model_len is 2048
     {"name": "after_error", "op": "generate", "prompts": PROMPTS[:1], "params": GREEDY},
+    {"name": "tool_call", "op": "chat", "messages": [{"role": "user", "content": "What is 2 plus 3?"}],
+     "params": {"max_tokens": 48, "temperature": 0.0}, "options": {"tools": [ADD], "tool_choice": "required",
+                                                                  "parallel_tool_calls": False}},
+    {"name": "json_schema", "op": "chat", "messages": [{"role": "user", "content": "Describe a person."}],
+     "params": {"max_tokens": 48, "temperature": 0.0}, "options": {"response_format": {
+         "type": "json_schema", "json_schema": {"name": "p", "schema": PERSON, "strict": True}}}},
 ]
 
 
@@ -179,3 +189,14 @@ def test_without_vllm_the_error_says_how_to_install(smollm2_folder: Path) -> Non
     with pytest.raises(EmberError) as e:
         VLLMBackend(smollm2_folder)
     assert "pip install" in (e.value.hint or "")
+
+
+def test_tools_and_response_format_are_grammar_constrained(vllm_results: dict[str, Any]) -> None:
+    """Issue 16: the same prompt and lark grammar as on our engine, through vLLM's guidance backend."""
+    import jsonschema
+
+    call = vllm_results["tool_call"]
+    assert call["finish_reason"] == "tool_calls" and call["tool_calls"], call
+    assert call["tool_calls"][0]["name"] == "add"
+    jsonschema.validate(json.loads(call["tool_calls"][0]["arguments"]), ADD["function"]["parameters"])  # type: ignore[index]
+    jsonschema.validate(json.loads(vllm_results["json_schema"]["text"]), PERSON)

@@ -3,10 +3,10 @@
     .venv-vllm/bin/python tests/model/backends/vllm_worker.py FOLDER CASES.json OUT.json
 
 A case is {"name", "op", ...}; op is generate (prompts, params: one dict or one per prompt), chat
-(messages, params), stream / chat_stream (prompt or messages, params; "take": N closes the iterator
-after N deltas) or count_tokens (text). Completions come back as `dataclasses.asdict` dicts, an
-`EmberError` as {"error": its class name, "message"}. The engine starts once for all cases: that start
-is the slow part (about a minute on a CPU).
+(messages, params; "options": OpenAI's tools / tool_choice / response_format), stream / chat_stream (prompt
+or messages, params; "take": N closes the iterator after N deltas) or count_tokens (text). Completions come
+back as `dataclasses.asdict` dicts, an `EmberError` as {"error": its class name, "message"}. The engine
+starts once for all cases: that start is the slow part (about a minute on a CPU).
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ def run_case(backend: Any, case: dict[str, Any]) -> Any:
     if op == "generate":
         return [dataclasses.asdict(c) for c in backend.generate(case["prompts"], params)]
     if op == "chat":
+        if "options" in case:  # tools / response_format (issue 16): ChatOptions from the OpenAI fields
+            from ember.model.tool_calls import ChatOptions
+
+            options = ChatOptions.from_openai(**case["options"])
+            return dataclasses.asdict(backend.chat(case["messages"], params, options))
         return dataclasses.asdict(backend.chat(case["messages"], params))
     if op == "count_tokens":
         return backend.count_tokens(case["text"])
