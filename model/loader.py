@@ -71,23 +71,23 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
     (its `model.gguf`, as shipped)."""
     from ember.model.registry import model_file
 
-    path = model_file(Path(path))
+    src = model_file(Path(path))
     t0 = time.perf_counter()
     torch_dtype = resolve_dtype(dtype, device)
-    if path.is_file() and path.suffix == ".gguf":
+    if src.is_file() and src.suffix == ".gguf":
         from ember.model.weights.gguf import load_gguf
 
-        config, state, tokenizer = load_gguf(path)
-    elif path.is_dir():
-        config = LlamaConfig.load(path)
-        state = load_safetensors(path)
-        tokenizer = Tokenizer.load(path)
-    elif not path.exists():
-        raise WeightsError(path, "no such file or folder")
+        config, state, tokenizer = load_gguf(src)
+    elif src.is_dir():
+        config = LlamaConfig.load(src)
+        state = load_safetensors(src)
+        tokenizer = Tokenizer.load(src)
+    elif not src.exists():
+        raise WeightsError(src, "no such file or folder")
     else:
-        raise WeightsError(path, "not a model: expected an HF folder or a .gguf file")
-    model = build_model(config, state, path, torch_dtype, device)
-    return LoadedModel(model, tokenizer, path, time.perf_counter() - t0)
+        raise WeightsError(src, "not a model: expected an HF folder or a .gguf file")
+    model = build_model(config, state, src, torch_dtype, device)
+    return LoadedModel(model, tokenizer, src, time.perf_counter() - t0)
 
 
 def export_hf(model: Llama, tokenizer: Tokenizer, folder: str | Path, dtype: torch.dtype | None = None) -> Path:

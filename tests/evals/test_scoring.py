@@ -44,12 +44,12 @@ def lm(smollm2_folder: Path) -> Any:
     return load(smollm2_folder, dtype="float32")
 
 
-def test_llama_scorer_matches_transformers(smollm2_folder: Path, lm: Any) -> None:
+def test_llama_scorer_matches_transformers(smollm2_hf: Path, lm: Any) -> None:
     transformers = pytest.importorskip("transformers")
     scorer = LlamaScorer(lm.model, lm.tokenizer, max_batch_tokens=64)  # forces several padded batches
     ours = scorer.loglikelihood(REQUESTS)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_folder, torch_dtype=torch.float32).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(smollm2_folder)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(smollm2_hf, torch_dtype=torch.float32).eval()
+    tok = transformers.AutoTokenizer.from_pretrained(smollm2_hf)
     for got, (ctx, cont) in zip(ours, REQUESTS, strict=True):
         want, greedy = hf_loglikelihood(hf, tok, ctx, cont)
         assert got.logprob == pytest.approx(want, abs=2e-3)

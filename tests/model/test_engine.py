@@ -25,8 +25,8 @@ def smol(smollm2_folder: Path) -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def hf(smollm2_folder: Path):
-    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_folder, dtype=torch.float32).eval()
+def hf(smollm2_hf: Path):
+    model = transformers.AutoModelForCausalLM.from_pretrained(smollm2_hf, dtype=torch.float32).eval()
     model.generation_config.eos_token_id = None  # compare whole continuations
     return model
 

@@ -40,7 +40,7 @@ def test_dequantize_matches_ggml_reference(qtype: Q) -> None:
 @pytest.mark.parametrize("qtype", KINDS, ids=lambda q: q.name)
 def test_dequantize_matches_reference_on_any_bytes(qtype: Q) -> None:
     """Even arbitrary bytes (inf/nan fp16 scales included) decode bit for bit like the reference."""
-    elems, nbytes = BLOCK[qtype]
+    _, nbytes = BLOCK[qtype]
     raw = np.random.default_rng(100 + int(qtype)).integers(0, 256, size=(4, 16 * nbytes), dtype=np.uint8)
     with np.errstate(invalid="ignore", over="ignore"):
         expected = gguf_dequantize(raw, qtype)
