@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 from ember.model.backends.base import Backend, Completion, Delta, Message
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
+from ember.model.tool_calls import ChatOptions
 from ember.retrieval.errors import InvalidSearchError
 from ember.retrieval.retriever import MODES, Hit, Retriever, SearchFilter
 
@@ -250,16 +251,25 @@ class RagPipeline:
         return self._finish(got, prompt, completion.text, completion)
 
     def stream(self, question: str, history: list[Message] | None = None, params: SamplingParams | None = None,
-               where: SearchFilter | None = None) -> Iterator[Delta | RagAnswer]:
-        """Deltas of the answer, then the final `RagAnswer`. Closing it early cancels the generation."""
+               where: SearchFilter | None = None, options: ChatOptions | None = None,
+               followup: list[Message] | None = None) -> Iterator[Delta | RagAnswer]:
+        """Deltas of the answer, then the final `RagAnswer`. Closing it early cancels the generation.
+
+        `options` (tools, response_format) go to the backend with the passages in the prompt; with tools the model
+        answers or calls, and it is asked even when no passage is relevant (a tool may know). `followup`: the
+        messages after the question (the assistant's tool calls and their results) in a tool round trip."""
         got, prompt, p = self.prepare(question, history, params, where)
-        if prompt is None:
+        if prompt is None and (options is None or not options.calls_allowed):
             ans = self._no_context(got)
             yield Delta(ans.text, [], "stop")
             yield ans
             return
+        if prompt is None:
+            prompt = Prompt([*(history or []), {"role": "user", "content": question}], [], [], 0, 0)
+        messages = [*prompt.messages, *(followup or [])]
         text, completion = "", None
-        inner = self.backend.chat_stream(prompt.messages, p)
+        inner = (self.backend.chat_stream(messages, p, options) if options is not None
+                 else self.backend.chat_stream(messages, p))
         try:
             for d in inner:
                 text += d.text
@@ -269,7 +279,9 @@ class RagPipeline:
             close = getattr(inner, "close", None)
             if close is not None:
                 close()  # frees the engine's KV blocks when our caller stopped reading
-        yield self._finish(got, prompt, text, completion)
+        answer = self._finish(got, prompt, text, completion)
+        answer.no_context = not got.passages
+        yield answer
 
     def _no_context(self, got: Retrieved) -> RagAnswer:
         return RagAnswer(self.config.no_context_answer, [], [], got.query, True, None)

@@ -125,7 +125,9 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         messages = [*system, *stored, messages[-1]]
     rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
     rag = await run_in_threadpool(st.rag, collection) if collection else None
-    history = [m for m in messages[:-1] if m["role"] in ("user", "assistant")]
+    asked = next((i for i in range(len(messages) - 1, -1, -1) if messages[i]["role"] == "user"), len(messages) - 1)
+    history = [m for m in messages[:asked] if m["role"] in ("user", "assistant")]
+    followup = messages[asked + 1:]  # a tool round trip: the assistant's calls and their results
     head = {"id": rid, "created": created, "model": req.model}
 
     def finish(text: str, final: Any) -> tuple[dict[str, Any], Completion | None]:
@@ -145,7 +147,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
 
     if not req.stream:  # one worker call (no per-token hops between threads), cancelled if the client leaves
         def run(cancel: threading.Event) -> tuple[str, dict[str, Any], Completion | None]:
-            it: Iterator[Any] = (rag.stream(question, history, params) if rag is not None
+            it: Iterator[Any] = (rag.stream(question, history, params, options=options, followup=followup)
+                                 if rag is not None
                                  else _chat_stream(st, messages, params, options))
             text, final = "", None
             try:
@@ -186,7 +189,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
                                completion.completion_tokens if completion else 0), **extra}
 
     make: Callable[[], Iterator[Any]] = (
-        (lambda: rag.stream(question, history, params)) if rag is not None
+        (lambda: rag.stream(question, history, params, options=options, followup=followup)) if rag is not None
         else (lambda: _chat_stream(st, messages, params, options)))
     slot, items, first = await _start(st, make)
 

@@ -242,3 +242,39 @@ def test_the_openai_backend_passes_tools_and_formats_through(server: LiveServer)
         jsonschema.validate(json.loads(backend.chat(messages, params, fmt).text), SCHEMA_SET[1])
     finally:
         backend.close()
+
+
+def test_ember_rag_with_tools_answers_or_calls(make_server: Any) -> None:
+    """`ember-rag:NAME` keeps answering from the collection without tools; with tools, the passages are in the
+    prompt and the model calls (here: forced) or answers, and the citations still come back."""
+    from .conftest import upload_docs
+
+    server = make_server()
+    with server.client() as http:
+        upload_docs(http)
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+    q: list[ChatCompletionMessageParam] = [{"role": "user", "content": "How do I create an API key for the server?"}]
+    plain = client.chat.completions.create(model="ember-rag:docs", messages=q, max_tokens=12, temperature=0)
+    assert plain.choices[0].message.content and not plain.choices[0].message.tool_calls
+    search: ChatCompletionToolParam = {"type": "function", "function": {
+        "name": "open_ticket", "description": "Ask a human for help.",
+        "parameters": {"type": "object", "properties": {"summary": {"type": "string"}}, "required": ["summary"]}}}
+    called = client.chat.completions.create(model="ember-rag:docs", messages=q, tools=[search], tool_choice="required",
+                                            parallel_tool_calls=False, max_tokens=128, temperature=0)
+    calls = _pairs(called.choices[0].message)
+    assert called.choices[0].finish_reason == "tool_calls" and calls and calls[0][0] == "open_ticket"
+    assert json.loads(calls[0][1])["summary"]
+    assert (called.model_extra or {})["citations"]  # the passages were in the prompt
+
+    streamed = list(client.chat.completions.create(model="ember-rag:docs", messages=q, tools=[search],
+                                                   tool_choice="required", parallel_tool_calls=False, max_tokens=128,
+                                                   temperature=0, stream=True))
+    assert any(c.choices and c.choices[0].delta.tool_calls for c in streamed)
+    assert streamed[-1].choices[0].finish_reason == "tool_calls"
+
+    history: list[Any] = [*q, called.choices[0].message.model_dump(exclude_none=True),
+                          {"role": "tool", "tool_call_id": called.choices[0].message.tool_calls[0].id,  # type: ignore[index]
+                           "content": "Ticket 42 opened."}]
+    final = client.chat.completions.create(model="ember-rag:docs", messages=history, tools=[search],
+                                           tool_choice="none", max_tokens=16, temperature=0)
+    assert final.choices[0].message.content and not final.choices[0].message.tool_calls
