@@ -299,8 +299,18 @@ def _json_rule(schema: Json) -> str:
     return "%json " + json.dumps(schema, ensure_ascii=False)
 
 
-def lark_grammar(options: ChatOptions) -> str | None:
-    """The llguidance lark grammar of a reply under `options`, or None when the reply is free text."""
+def tag_rules(tokenizer: Any) -> tuple[str, str]:
+    """How the grammar spells TOOL_OPEN / TOOL_CLOSE for `tokenizer`: as the token when the vocabulary has one
+    (Qwen2.5's `<tool_call>` is an added token, which llguidance matches only by id), else as text."""
+    ids = [tokenizer.backend.token_to_id(t) for t in (TOOL_OPEN, TOOL_CLOSE)]
+    if all(isinstance(i, int) for i in ids):
+        return f"<[{ids[0]}]>", f"<[{ids[1]}]>"
+    return f'"{TOOL_OPEN}"', f'"{TOOL_CLOSE}"'
+
+
+def lark_grammar(options: ChatOptions, tags: tuple[str, str] = (f'"{TOOL_OPEN}"', f'"{TOOL_CLOSE}"')) -> str | None:
+    """The llguidance lark grammar of a reply under `options`, or None when the reply is free text; `tags`: the
+    grammar's spelling of TOOL_OPEN and TOOL_CLOSE (`tag_rules`)."""
     fmt = options.response_format
     text: str | None = None
     if fmt is not None:
@@ -309,7 +319,7 @@ def lark_grammar(options: ChatOptions) -> str | None:
     if not options.calls_allowed:
         return f"start: {text}\n" if text else None
     tools = options.tools if options.named is None else tuple(t for t in options.tools if t.name == options.named)
-    call = f'call: "{TOOL_OPEN}\\n" {_json_rule(_call_schema(tools))} "\\n{TOOL_CLOSE}"\n'
+    call = f'call: {tags[0]} "\\n" {_json_rule(_call_schema(tools))} "\\n" {tags[1]}\n'
     one = not options.parallel_tool_calls or options.named is not None  # a named choice: that one call
     calls = "calls: call\n" if one else 'calls: call ("\\n" call)*\n'
     if options.tool_choice != "auto":

@@ -190,7 +190,7 @@ class EmberBackend:
         c = self.capabilities
         chat, tools = tool_calls.render_messages(messages, options, c.native_tools)
         text = self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tools=tools)
-        lark = tool_calls.lark_grammar(options)
+        lark = tool_calls.lark_grammar(options, tool_calls.tag_rules(self.tokenizer))
         if lark is not None:
             assert c.vocab_size is not None
             grammar, tok = compile_lark(lark, self.tokenizer, c.vocab_size, c.eos_ids,

@@ -124,7 +124,8 @@ class VLLMBackend:
         """The prompt with the tools (as on our engine) and the reply's lark grammar for vLLM's guidance backend."""
         chat, tools = tool_calls.render_messages(messages, options, self.capabilities.native_tools)
         text = self.tokenizer.apply_chat_template(chat, tools=tools)
-        return self.tokenizer.encode(text, add_special_tokens=False), tool_calls.lark_grammar(options)
+        return self.tokenizer.encode(text, add_special_tokens=False), tool_calls.lark_grammar(
+            options, tool_calls.tag_rules(self.tokenizer))
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` alone (no BOS/EOS added)."""

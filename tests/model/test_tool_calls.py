@@ -20,6 +20,7 @@ from ember.model.tool_calls import (
     lark_grammar,
     parse_stream,
     render_messages,
+    tag_rules,
 )
 
 ADD = {"type": "function", "function": {"name": "add", "description": "Add.", "parameters": {
@@ -144,3 +145,22 @@ def test_render_messages_native_and_in_the_system_prompt() -> None:
     assert text[3] == {"role": "user", "content": "<tool_response>\n5\n</tool_response>"}
     unoffered, _ = render_messages(history[:1], ChatOptions.from_openai([ADD], "none"), native_tools=False)
     assert unoffered == history[:1]
+
+
+def test_tool_tags_are_named_by_id_when_the_vocabulary_has_them() -> None:
+    class Vocab:
+        def __init__(self, ids: dict[str, int]) -> None:
+            self.ids = ids
+
+        def token_to_id(self, token: str) -> int | None:
+            return self.ids.get(token)
+
+    class Tok:
+        def __init__(self, ids: dict[str, int]) -> None:
+            self.backend = Vocab(ids)
+
+    qwen = Tok({TOOL_OPEN: 151657, TOOL_CLOSE: 151658})
+    assert tag_rules(qwen) == ("<[151657]>", "<[151658]>")
+    assert tag_rules(Tok({})) == (f'"{TOOL_OPEN}"', f'"{TOOL_CLOSE}"')
+    grammar = lark_grammar(ChatOptions.from_openai([ADD], "required"), tag_rules(qwen))
+    assert grammar is not None and 'call: <[151657]> "\\n" %json' in grammar and grammar.endswith('"\\n" <[151658]>\n')
