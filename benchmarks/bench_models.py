@@ -71,6 +71,11 @@ def worker(name: str, questions: int) -> dict[str, Any]:
     engine.generate([long_ids], SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
     prefill = PREFILL_TOKENS / (time.perf_counter() - t1)
 
+    speed = {"model": name, "file_mb": gguf.stat().st_size / 1e6, "load_s": load_s,
+             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+             "decode_tok_s": decode, "prefill_tok_s": prefill}
+    if not questions:
+        return speed
     qs = sample_questions(questions)
     prompts = [tok.encode(tok.apply_chat_template(qa_messages(q.context, q.input))) for q in qs]
     t2 = time.perf_counter()
@@ -79,9 +84,7 @@ def worker(name: str, questions: int) -> dict[str, Any]:
     preds = [o.text.strip() for o in outs]
     em = 100 * sum(best_over(exact_match, p, q.references) for p, q in zip(preds, qs, strict=True)) / len(qs)
     f = 100 * sum(best_over(f1, p, q.references) for p, q in zip(preds, qs, strict=True)) / len(qs)
-    return {"model": name, "file_mb": gguf.stat().st_size / 1e6, "load_s": load_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "decode_tok_s": decode, "prefill_tok_s": prefill, "qa_questions": len(qs), "qa_em": em, "qa_f1": f,
+    return {**speed, "qa_questions": len(qs), "qa_em": em, "qa_f1": f,
             "qa_s_per_answer": qa_s / len(qs), "examples": [{"q": q.input, "gold": q.references[0], "pred": p}
                                                              for q, p in list(zip(qs, preds, strict=True))[:5]]}
 
@@ -91,7 +94,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(REGISTRY))
-    ap.add_argument("--questions", type=int, default=200)
+    ap.add_argument("--questions", type=int, default=200, help="0: speed only")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -113,9 +116,9 @@ def main() -> None:
     print("| model | GGUF | load | peak RSS | decode (batch 1) | prefill (512 tok) | oracle QA EM / F1 | s / answer |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
+        qa = f"{r['qa_em']:.1f} / {r['qa_f1']:.1f} | {r['qa_s_per_answer']:.2f}" if "qa_f1" in r else "- | -"
         print(f"| {r['model']} | {r['file_mb']:,.0f} MB | {r['load_s']:.1f} s | {r['peak_rss_mb']:,.0f} MB | "
-              f"{r['decode_tok_s']:.1f} tok/s | {r['prefill_tok_s']:.0f} tok/s | {r['qa_em']:.1f} / {r['qa_f1']:.1f} | "
-              f"{r['qa_s_per_answer']:.2f} |")
+              f"{r['decode_tok_s']:.1f} tok/s | {r['prefill_tok_s']:.0f} tok/s | {qa} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 
