@@ -21,7 +21,7 @@ import copy
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -322,10 +322,14 @@ def lark_grammar(options: ChatOptions, tags: tuple[str, str] = (f'"{TOOL_OPEN}"'
     call = f'call: {tags[0]} "\\n" {_json_rule(_call_schema(tools))} "\\n" {tags[1]}\n'
     one = not options.parallel_tool_calls or options.named is not None  # a named choice: that one call
     calls = "calls: call\n" if one else 'calls: call ("\\n" call)*\n'
+    # calls in the tags, or one bare call object (what Qwen2.5-Coder writes unprompted, and then it stops)
+    bare = f"bare: {_json_rule(_call_schema(tools))}\n"
     if options.tool_choice != "auto":
-        return "start: calls\n" + calls + call
-    # auto: a call, or text that does not open with '<' (so it cannot be an unconstrained call)
-    return "start: calls | reply\n" + f"reply: {text or 'TEXT'}\n" + 'TEXT: /[^<](.|\\n)*/\n' + calls + call
+        return "start: calls | bare\n" + calls + call + bare
+    # auto: those, or text that opens with none of '<', '{' or '`' (so it is not an unconstrained call: tagged,
+    # bare or fenced)
+    return ("start: calls | bare | reply\n" + f"reply: {text or 'TEXT'}\n" + 'TEXT: /[^<{`](.|\\n)*/\n' + calls
+            + call + bare)
 
 
 # ---- reading the reply back -------------------------------------------------------------------------------
@@ -364,7 +368,9 @@ class ToolCallParser:
     OpenAI-style deltas as it arrives: the call's id and name once they are known, then its argument text.
     Whitespace between calls is not content; a block that does not parse stays content (unless its name went out)."""
 
-    def __init__(self) -> None:
+    def __init__(self, names: Collection[str] | None = None) -> None:
+        self.names = set(names) if names is not None else None  # a bare object is a call only if it names one
+        self._reject = False  # the current bare object is not a call: it stays content
         self.calls: list[ToolCall] = []
         self.content = ""
         self._buf = ""  # text not yet handed out (a possible start of TOOL_OPEN, or held whitespace)
@@ -375,6 +381,7 @@ class ToolCallParser:
         self._args_start = 0  # where the arguments begin in _body
         self._sent = 0  # chars of the arguments already streamed
         self._args_end: int | None = None  # where the arguments end in _body, once their JSON closed
+        self._bare = False  # the reply is one call object without the tags (it ends where its JSON closes)
 
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
         content: list[str] = []
@@ -383,15 +390,26 @@ class ToolCallParser:
         while self._buf:
             if self._in_call:
                 self._body, self._buf = self._body + self._buf, ""
-                end = self._body.find(TOOL_CLOSE)
-                deltas.extend(self._advance(end if end != -1 else len(self._body) - _partial_suffix(
-                    self._body, TOOL_CLOSE)))
+                if self._bare:
+                    closed = _json_end(self._body, 0)
+                    end, skip = (-1, 0) if closed is None else (closed, 0)
+                else:
+                    end, skip = self._body.find(TOOL_CLOSE), len(TOOL_CLOSE)
+                limit = end if end != -1 else len(self._body) - (0 if self._bare else _partial_suffix(
+                    self._body, TOOL_CLOSE))
+                deltas.extend(self._advance(limit))
                 if end != -1:
-                    rest = self._body[end + len(TOOL_CLOSE):]
+                    rest = self._body[end + skip:]
                     failed, more = self._close(self._body[:end])
                     content.append(failed)
                     deltas.extend(more)
-                    self._in_call, self._buf = False, rest.lstrip("\n")
+                    self._in_call, self._bare, self._buf = False, False, rest.lstrip("\n")
+                continue
+            if not self.content and not self.calls and not content and self._buf.lstrip().startswith("{"):
+                self._buf = self._buf.lstrip()  # a bare call object, as some models write it
+                self._in_call, self._bare, self._body, self._name, self._args_end, self._sent = (
+                    True, True, "", None, None, 0)
+                self._reject = False
                 continue
             i = self._buf.find(TOOL_OPEN)
             if i == -1:  # hand out the text, holding back a possible TOOL_OPEN and trailing whitespace
@@ -413,6 +431,8 @@ class ToolCallParser:
     def _advance(self, limit: int) -> list[ToolCallDelta]:
         """Stream what is known of the current call (in `_body[:limit]`): its header, then argument text."""
         out: list[ToolCallDelta] = []
+        if self._reject:
+            return out
         if self._name is None:
             m = _HEADER.match(self._body, 0, limit)
             if m is None or m.end() == limit:  # wait for the first argument character
@@ -420,6 +440,9 @@ class ToolCallParser:
             try:
                 self._name = json.loads(f'"{m.group(1)}"')
             except ValueError:
+                return out
+            if self._bare and self.names is not None and self._name not in self.names:
+                self._name, self._reject = None, True
                 return out
             self._id, self._args_start = new_call_id(), m.end()
             out.append(ToolCallDelta(len(self.calls), self._id, self._name, ""))
@@ -443,12 +466,14 @@ class ToolCallParser:
             self.calls.append(ToolCall(self._id, self._name, args))
             return "", out
         try:  # an unconstrained model's other key order, say
+            if self._reject:
+                raise TypeError("not a call")
             call = json.loads(body)
-            name, args = call["name"], call.get("arguments", call.get("parameters", {}))
-            if not isinstance(name, str):
+            name, args = call["name"], call["arguments"] if "arguments" in call else call["parameters"]
+            if not isinstance(name, str) or (self.names is not None and name not in self.names):
                 raise TypeError(name)
         except (ValueError, KeyError, TypeError):
-            return f"{TOOL_OPEN}{body}{TOOL_CLOSE}", []
+            return (body if self._bare else f"{TOOL_OPEN}{body}{TOOL_CLOSE}"), []
         arguments = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
         self.calls.append(ToolCall(new_call_id(), name, arguments))
         return "", [ToolCallDelta(len(self.calls) - 1, self.calls[-1].id, name, arguments)]
@@ -506,7 +531,7 @@ def parse_stream(deltas: Iterator[Delta], options: ChatOptions) -> Iterator[Delt
     if not options.calls_allowed:
         yield from deltas
         return
-    parser = ToolCallParser()
+    parser = ToolCallParser({t.name for t in options.tools})
     for d in deltas:
         text, calls = parser.feed(d.text)
         if d.completion is not None:

@@ -78,6 +78,24 @@ def test_text_calls_of_other_shapes_and_broken_blocks() -> None:
     assert [(c.name, c.arguments) for c in parser.calls] == [("add", '{"a": 1')] == assemble(deltas)
 
 
+def test_a_bare_call_object_is_a_call_only_when_it_names_a_tool() -> None:
+    rng = random.Random(0)
+    for text, names, calls, content in [
+            ('{"name": "add", "arguments": {"a": 1, "b": 2}}', {"add"}, [("add", '{"a": 1, "b": 2}')], ""),
+            ('{"name": "Paris", "arguments": {"x": 1}}', {"add"}, [], '{"name": "Paris", "arguments": {"x": 1}}'),
+            ('{"name": "Paris", "country": "France"}', {"add"}, [], '{"name": "Paris", "country": "France"}'),
+            ('Sure: {"name": "add", "arguments": {}}', {"add"}, [], 'Sure: {"name": "add", "arguments": {}}')]:
+        parser, got, i = ToolCallParser(names), "", 0
+        deltas: list[ToolCallDelta] = []
+        while i < len(text):
+            n = rng.randint(1, 5)
+            c, d = parser.feed(text[i:i + n])
+            got, deltas, i = got + c, deltas + d, i + n
+        c, d = parser.finish()
+        assert [(t.name, t.arguments) for t in parser.calls] == calls == assemble(deltas + d)
+        assert got + c == content
+
+
 def test_parse_stream_sets_the_finish_reason_and_content() -> None:
     options = ChatOptions.from_openai([ADD])
     done = Completion(REPLY, [1, 2, 3], "stop", 10)
@@ -115,9 +133,10 @@ def test_malformed_fields_name_the_param(fields: dict[str, Any], param: str) -> 
 
 def test_grammar_per_tool_choice() -> None:
     auto = lark_grammar(ChatOptions.from_openai([ADD, NOTE]))
-    assert auto is not None and auto.startswith("start: calls | reply") and 'call ("\\n" call)*' in auto
+    assert auto is not None and auto.startswith("start: calls | bare | reply") and 'call ("\\n" call)*' in auto
+    assert "TEXT: /[^<{`]" in auto
     named = lark_grammar(ChatOptions.from_openai([ADD, NOTE], {"type": "function", "function": {"name": "note"}}))
-    assert named is not None and named.startswith("start: calls\ncalls: call\n")
+    assert named is not None and named.startswith("start: calls | bare\ncalls: call\n")
     assert '"const": "note"' in named and '"const": "add"' not in named
     single = lark_grammar(ChatOptions.from_openai([ADD], "required", parallel_tool_calls=False))
     assert single is not None and "calls: call\n" in single
@@ -163,4 +182,4 @@ def test_tool_tags_are_named_by_id_when_the_vocabulary_has_them() -> None:
     assert tag_rules(qwen) == ("<[151657]>", "<[151658]>")
     assert tag_rules(Tok({})) == (f'"{TOOL_OPEN}"', f'"{TOOL_CLOSE}"')
     grammar = lark_grammar(ChatOptions.from_openai([ADD], "required"), tag_rules(qwen))
-    assert grammar is not None and 'call: <[151657]> "\\n" %json' in grammar and grammar.endswith('"\\n" <[151658]>\n')
+    assert grammar is not None and 'call: <[151657]> "\\n" %json' in grammar and '"\\n" <[151658]>\n' in grammar
