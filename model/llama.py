@@ -41,8 +41,7 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(self.n_heads * self.hd, c, bias=config.o_bias)
         self.qkv_proj: nn.Module | None = None  # set by `fuse_projections` (one matmul instead of three)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         B, T, _ = x.shape
         if self.qkv_proj is not None:
             q, k, v = self.qkv_proj(x).split([self.n_heads * self.hd, self.n_kv * self.hd, self.n_kv * self.hd], -1)
@@ -53,9 +52,9 @@ class Attention(nn.Module):
         v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if cache is not None:
-            y = cache.attend(self.layer, q, k, v, mask)  # the cache stores k, v and attends over its contents
+            y = cache.attend(self.layer, q, k, v)  # the cache stores k, v and attends over its contents
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1,
                                                enable_gqa=self.n_kv != self.n_heads)  # (B, nh, T, hd)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_heads * self.hd))
 
@@ -90,9 +89,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache)
         ffn = self.block_sparse_moe if self.moe else self.mlp
         return x + ffn(self.post_attention_layernorm(x))
 
@@ -118,23 +116,22 @@ class Llama(nn.Module):
         self.register_buffer("inv_freq", inverse_frequencies(config), persistent=False)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor | None = None,
-                cache: KVCache | None = None, mask: torch.Tensor | None = None,
-                last_only: bool = False, select: torch.Tensor | None = None) -> torch.Tensor:
+                cache: KVCache | None = None, last_only: bool = False,
+                select: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, T, V); (B, 1, V) with `last_only`; (B, len(select), V) for token indices `select`.
 
-        input_ids, positions: (B, T). positions default to `cache.length + arange(T)`.
-        mask: optional (B, 1, T, S) boolean, True = may attend; None = causal (the cache decides how).
+        input_ids, positions: (B, T). Without a cache, attention is causal over `input_ids` and positions
+        default to `arange(T)`; with one, the caller (the engine) gives the positions and the cache decides
+        what each token attends to.
         """
         B, T = input_ids.shape
         if positions is None:
-            past = cache.length if cache is not None else 0
-            positions = torch.arange(past, past + T, device=input_ids.device).expand(B, T)
+            assert cache is None, "positions are required with a KV cache"
+            positions = torch.arange(T, device=input_ids.device).expand(B, T)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = rope_cos_sin(self.inv_freq, positions, x.dtype)
         for layer in self.model.layers:
-            x = layer(x, cos, sin, mask, cache)
-        if cache is not None:
-            cache.advance(T)
+            x = layer(x, cos, sin, cache)
         if last_only:
             x = x[:, -1:]
         elif select is not None:

@@ -42,13 +42,6 @@ class PagedKVCache:
     def bytes_per_token(config: LlamaConfig, dtype: torch.dtype) -> int:
         return 2 * config.num_hidden_layers * config.n_kv_heads * config.dim_head * dtype.itemsize
 
-    @property
-    def length(self) -> int:  # positions always come from the engine
-        return 0
-
-    def advance(self, n: int) -> None:
-        pass
-
     def _gather(self, cache: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
         """(B, max_blocks) block ids -> (B, n_kv, max_blocks * block_size, hd)."""
         B, nb = tables.shape
@@ -56,8 +49,7 @@ class PagedKVCache:
         g = cache.index_select(1, tables.flatten())  # (n_kv, B * max_blocks, bs, hd); faster than cache[:, tables]
         return g.view(nkv, B, nb * bs, hd).transpose(0, 1)
 
-    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-               mask: torch.Tensor | None) -> torch.Tensor:
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """q (1, nh, N, hd), k/v (1, nkv, N, hd) for the step's flattened tokens -> (1, nh, N, hd)."""
         lay = self.layout
         assert lay is not None, "set_layout() before forward"
