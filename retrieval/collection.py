@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ember.retrieval import store
+from ember.retrieval import sql, store
 from ember.retrieval.chunking import ChunkConfig
 from ember.retrieval.embedders import EmbedderInfo
 from ember.retrieval.errors import (
@@ -93,8 +92,17 @@ def db_path(data_dir: Path) -> Path:
     return data_dir / "ember.db"
 
 
+def _connect(data_dir: Path, database: str | None) -> sql.Connection:
+    """`database` (a postgresql:// URL) when given, else `<data_dir>/ember.db`."""
+    return store.connect(database if sql.is_postgres(database) else db_path(data_dir))
+
+
+def _exists(data_dir: Path, database: str | None) -> bool:
+    return sql.is_postgres(database) or db_path(data_dir).exists()
+
+
 class Collection:
-    def __init__(self, data_dir: Path, row: store.CollectionRow, con: sqlite3.Connection) -> None:
+    def __init__(self, data_dir: Path, row: store.CollectionRow, con: sql.Connection) -> None:
         self.data_dir = data_dir
         self.row = row
         self.con = con
@@ -106,9 +114,10 @@ class Collection:
     # lifecycle -----------------------------------------------------------------------------------------
     @classmethod
     def create(cls, data_dir: Path, name: str, embedder: EmbedderInfo, config: CollectionConfig,
-               embedder_spec: str | None = None) -> Collection:
+               embedder_spec: str | None = None, *, database: str | None = None) -> Collection:
+        """A new collection; `database` is a postgresql:// URL, else the SQLite `<data_dir>/ember.db`."""
         validate_name(name)
-        con = store.connect(db_path(data_dir))
+        con = _connect(data_dir, database)
         now = time.time()
         row = store.CollectionRow(name, embedder.model_id, embedder_spec or embedder.model_id, embedder.dim,
                                   embedder.normalized, config.metric, config.kind, config.chunk_size,
@@ -118,7 +127,8 @@ class Collection:
             try:
                 with store.transaction(con):
                     store.insert_collection(con, row)
-            except sqlite3.IntegrityError:
+            except sql.IntegrityError:
+                con.close()
                 raise CollectionExistsError(f"collection {name!r} already exists") from None
             if folder.exists():  # left by a delete that was killed between its commit and its rmtree
                 shutil.rmtree(folder)
@@ -126,8 +136,8 @@ class Collection:
         return cls(data_dir, row, con)
 
     @classmethod
-    def open(cls, data_dir: Path, name: str) -> Collection:
-        con = store.connect(db_path(data_dir))
+    def open(cls, data_dir: Path, name: str, *, database: str | None = None) -> Collection:
+        con = _connect(data_dir, database)
         row = store.get_collection(con, name)
         if row is None:
             known = ", ".join(r.name for r in store.list_collections(con)) or "none yet"
@@ -138,36 +148,36 @@ class Collection:
 
     @classmethod
     def open_or_create(cls, data_dir: Path, name: str, embedder: EmbedderInfo, config: CollectionConfig,
-                       embedder_spec: str | None = None) -> Collection:
+                       embedder_spec: str | None = None, *, database: str | None = None) -> Collection:
         try:
-            return cls.open(data_dir, name)
+            return cls.open(data_dir, name, database=database)
         except CollectionNotFoundError:
-            return cls.create(data_dir, name, embedder, config, embedder_spec)
+            return cls.create(data_dir, name, embedder, config, embedder_spec, database=database)
 
     @staticmethod
-    def names(data_dir: Path) -> list[store.CollectionRow]:
-        if not db_path(data_dir).exists():
+    def names(data_dir: Path, *, database: str | None = None) -> list[store.CollectionRow]:
+        if not _exists(data_dir, database):
             return []
-        con = store.connect(db_path(data_dir))
+        con = _connect(data_dir, database)
         try:
             return store.list_collections(con)
         finally:
             con.close()
 
     @staticmethod
-    def listing(data_dir: Path) -> list[tuple[store.CollectionRow, int, int]]:
+    def listing(data_dir: Path, *, database: str | None = None) -> list[tuple[store.CollectionRow, int, int]]:
         """Every collection with its numbers of documents and chunks, through one connection."""
-        if not db_path(data_dir).exists():
+        if not _exists(data_dir, database):
             return []
-        con = store.connect(db_path(data_dir))
+        con = _connect(data_dir, database)
         try:
             return [(row, *store.counts(con, row.name)) for row in store.list_collections(con)]
         finally:
             con.close()
 
     @staticmethod
-    def delete(data_dir: Path, name: str) -> None:
-        col = Collection.open(data_dir, name)
+    def delete(data_dir: Path, name: str, *, database: str | None = None) -> None:
+        col = Collection.open(data_dir, name, database=database)
         with writer_lock(col.folder, f"collection {name!r}"), store.transaction(col.con):
             col.con.execute("DELETE FROM shadow_vectors WHERE collection = ?", (name,))
             col.con.execute("DELETE FROM collections WHERE name = ?", (name,))
@@ -281,11 +291,35 @@ class Collection:
         row = store.get_collection(self.con, self.name)
         if row is None:
             raise CollectionNotFoundError(f"collection {self.name!r} was deleted")
-        if row.generation != self.row.generation or row.embedder_id != self.row.embedder_id:
+        if row.embedder_id != self.row.embedder_id or self.index is None:
             self.row = row
             self.load_indexes(force=True)
-        else:
-            self.load_indexes()
+        elif row.generation != self.row.generation:
+            self.row = row
+            self.catch_up()
+
+    def catch_up(self) -> None:
+        """Bring the in-memory indexes in line with the database by chunk id: the generation is the
+        collection's change sequence, so this runs only after another writer (another process, or another
+        server on the same PostgreSQL) committed; it reads only the chunks that changed, never the files."""
+        assert self.index is not None and self.bm25 is not None
+        alive = store.chunk_ids(self.con, self.name)
+        if self.index_spec(len(alive)).kind != self.index.spec.kind:
+            self.load_indexes(force=True)
+            return
+        stale = np.setdiff1d(self.index.ids(), alive)
+        if stale.size:
+            self.index.remove(stale)
+        stale_bm25 = np.setdiff1d(self.bm25.ids, alive)
+        if stale_bm25.size:
+            self.bm25.remove(stale_bm25)
+        missing = np.setdiff1d(alive, self.index.ids())
+        if missing.size:
+            self.index.add(*store.vectors_for(self.con, missing, self.row.dim))
+        missing_bm25 = np.setdiff1d(alive, self.bm25.ids)
+        if missing_bm25.size:
+            rows = store.chunk_texts(self.con, missing_bm25)
+            self.bm25.add([r[0] for r in rows], [r[1] for r in rows])
 
     # writing (callers hold `lock()`) ----------------------------------------------------------------------
     def apply(self, docs: Sequence[PreparedDocument], remove: Sequence[int] = ()) -> list[int]:
@@ -295,6 +329,10 @@ class Collection:
         replaced = [d.replaces for d in docs if d.replaces is not None]
         gone_ids, new_ids, texts, vectors = np.zeros(0, np.int64), [], [], []
         with store.transaction(self.con):
+            seen = store.lock_collection(self.con, self.name)  # PostgreSQL: writers of one collection queue here
+            if seen is None:
+                raise CollectionNotFoundError(f"collection {self.name!r} was deleted")
+            behind = seen != self.row.generation  # another server wrote since we last looked
             if remove or replaced:
                 gone_ids = store.chunk_ids(self.con, self.name, [*remove, *replaced])
                 store.delete_documents(self.con, [*remove, *replaced])
@@ -308,6 +346,9 @@ class Collection:
         self.row = store.get_collection(self.con, self.name) or self.row
         assert self.row.generation == generation
         self.events("committed")
+        if behind:
+            self.catch_up()
+            return new_ids
         self.index.remove(gone_ids)
         self.bm25.remove(gone_ids)
         if new_ids:
