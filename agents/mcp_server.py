@@ -5,13 +5,18 @@ pipeline over a collection with the configured model). Resources: every document
 `ember://<collection>/<document id>`, plus that URI template for documents added later. The collections,
 retrievers and RAG pipelines come from a `Source` (platform/wiring.py builds them from settings, as for
 every other entry point); transports and authentication are platform's too (`ember mcp serve`).
+
+With a `Policy` (platform's users and grants), each tool call sees only the collections the caller's key may
+read: an ungranted collection is "not found" in every tool and resource, and absent from `list_collections`.
+Per-document resources are listed only while Ember is single-user; on a team server documents are read
+through the `ember://{collection}/{document_id}` template, which checks the caller.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,33 +48,58 @@ class Source(Protocol):
         ...
 
 
+Headers = Mapping[str, str] | None  # the HTTP request's headers; None over stdio (the local user)
+
+
+class Policy(Protocol):
+    """Who may read what (`ember.platform.server.users.McpPolicy`)."""
+
+    def team(self) -> bool:
+        """Users exist, so access control is on."""
+        ...
+
+    def readable(self, headers: Headers, names: list[str]) -> list[str]:
+        """Of collections `names`, those the caller of a request with `headers` may read."""
+        ...
+
+
 @dataclass
 class Library:
-    """What the server exposes: the collections of `source` (under `data_dir`)."""
+    """What the server exposes: the collections of `source` (under `data_dir`), as `policy` allows."""
 
     source: Source
     data_dir: Path
+    policy: Policy | None = None
+    database: str | None = None  # a postgresql:// URL, else the SQLite file in data_dir
 
-    def _retriever(self, name: str) -> Retriever:
+    def _check(self, name: str, headers: Headers) -> None:
+        if self.policy is not None and not self.policy.readable(headers, [name]):
+            raise ToolError(f"no collection named {name!r}")
+
+    def _retriever(self, name: str, headers: Headers = None) -> Retriever:
         from ember.retrieval.errors import CollectionNotFoundError
 
+        self._check(name, headers)
         try:
             return self.source.retriever(name)
         except CollectionNotFoundError as e:
             raise ToolError(e.message) from None
 
-    def list_collections(self) -> list[dict[str, Any]]:
+    def list_collections(self, headers: Headers = None) -> list[dict[str, Any]]:
+        rows = self.source.collections()
+        names = [row.name for row, _, _ in rows]
+        allowed = set(self.policy.readable(headers, names) if self.policy is not None else names)
         return [{"name": row.name, "documents": docs, "chunks": chunks, "embedder": row.embedder_id}
-                for row, docs, chunks in self.source.collections()]
+                for row, docs, chunks in rows if row.name in allowed]
 
-    def search(self, collection: str, query: str, k: int) -> list[dict[str, Any]]:
-        hits = self._retriever(collection).search(query, k=k)
+    def search(self, collection: str, query: str, k: int, headers: Headers = None) -> list[dict[str, Any]]:
+        hits = self._retriever(collection, headers).search(query, k=k)
         return [{"rank": h.rank, "score": round(float(h.score), 6), "source": h.chunk.source,
                  "title": h.chunk.title, "chunk_id": h.chunk.id, "document_id": h.chunk.document_id,
                  "uri": f"{URI_PREFIX}{collection}/{h.chunk.document_id}", "text": h.chunk.text} for h in hits]
 
-    def ask(self, collection: str, question: str) -> dict[str, Any]:
-        self._retriever(collection)  # a missing collection is the caller's error, before the model loads
+    def ask(self, collection: str, question: str, headers: Headers = None) -> dict[str, Any]:
+        self._retriever(collection, headers)  # a missing collection is the caller's error, before the model loads
         answer = self.source.rag(collection).answer(question)
         return {"answer": answer.text,
                 "citations": [{"n": c.n, "source": c.source, "title": c.title, "location": c.location,
@@ -80,19 +110,20 @@ class Library:
 
         out = []
         for row, _, _ in self.source.collections():
-            col = Collection.open(self.data_dir, row.name)
+            col = Collection.open(self.data_dir, row.name, database=self.database)
             try:
                 out += [(row.name, d) for d in col.documents().values()]
             finally:
                 col.close()
         return out
 
-    def read_document(self, collection: str, document_id: int) -> str:
+    def read_document(self, collection: str, document_id: int, headers: Headers = None) -> str:
         from ember.retrieval.collection import Collection
         from ember.retrieval.errors import CollectionNotFoundError
 
+        self._check(collection, headers)
         try:
-            col = Collection.open(self.data_dir, collection)
+            col = Collection.open(self.data_dir, collection, database=self.database)
         except CollectionNotFoundError as e:
             raise ToolError(e.message) from None
         try:
@@ -106,7 +137,7 @@ class Library:
 
 def build_server(library: Library) -> Any:
     """An `MCPServer` exposing `library`. Run it with `.run("stdio")` or serve `http_app(...)`."""
-    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ResourceNotFoundError
     from mcp.server.mcpserver.exceptions import ToolError as McpToolError
     from mcp.server.mcpserver.resources import FunctionResource
@@ -123,19 +154,27 @@ def build_server(library: Library) -> Any:
                 raise McpToolError(e.message) from e
         return wrapper
 
+    def with_context(fn: Callable[..., str]) -> Callable[..., str]:
+        """Declare the `ctx` parameter as the SDK's Context (this module's annotations are strings, and
+        the SDK imports lazily), so the SDK passes it in: its headers say who is calling."""
+        fn.__annotations__["ctx"] = Context
+        return fn
+
     server = MCPServer("ember", instructions="Search and question the document collections of an Ember install.",
                        log_level="WARNING")
     read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 
     @server.tool(annotations=read_only)
     @anticipated
-    def list_collections() -> str:
+    @with_context
+    def list_collections(ctx: Any = None) -> str:
         """List the document collections: name, number of documents and chunks, embedder."""
-        return json.dumps(library.list_collections())
+        return json.dumps(library.list_collections(_headers(ctx)))
 
     @server.tool(annotations=read_only)
     @anticipated
-    def search_documents(collection: str, query: str, k: int = 5) -> str:
+    @with_context
+    def search_documents(collection: str, query: str, k: int = 5, ctx: Any = None) -> str:
         """Search a collection (hybrid dense + BM25); returns the best passages with source and score.
 
         Args:
@@ -145,34 +184,47 @@ def build_server(library: Library) -> Any:
         """
         if not 1 <= k <= 50:
             raise ToolError(f"k={k} must be between 1 and 50")
-        return json.dumps(library.search(collection, query, k), ensure_ascii=False)
+        return json.dumps(library.search(collection, query, k, _headers(ctx)), ensure_ascii=False)
 
     @server.tool(annotations=read_only)
     @anticipated
-    def ask(collection: str, question: str) -> str:
+    @with_context
+    def ask(collection: str, question: str, ctx: Any = None) -> str:
         """Answer a question from a collection's documents with the configured model, citing sources.
 
         Args:
             collection: the collection's name.
             question: the question.
         """
-        return json.dumps(library.ask(collection, question), ensure_ascii=False)
+        return json.dumps(library.ask(collection, question, _headers(ctx)), ensure_ascii=False)
 
-    for collection, doc in library.documents():
+    single = library.policy is None or not library.policy.team()
+    for collection, doc in library.documents() if single else []:
         def read(collection: str = collection, doc_id: int = doc.id) -> str:
+            if library.policy is not None and library.policy.team():  # users were made since: use the template
+                raise ResourceNotFoundError(f"read {URI_PREFIX}{collection}/{doc_id} through the document template")
             return library.read_document(collection, doc_id)
 
         server.add_resource(FunctionResource(uri=f"{URI_PREFIX}{collection}/{doc.id}", name=doc.title or doc.source,
                                              description=doc.source, mime_type="text/plain", fn=read))
 
     @server.resource(URI_PREFIX + "{collection}/{document_id}", name="document", mime_type="text/plain")
-    def document(collection: str, document_id: str) -> str:
+    @with_context
+    def document(collection: str, document_id: str, ctx: Any = None) -> str:
         """A document of a collection, as text."""
         if not document_id.isdigit():
             raise ResourceNotFoundError(f"document id must be a number, got {document_id!r}")
         try:
-            return library.read_document(collection, int(document_id))
+            return library.read_document(collection, int(document_id), _headers(ctx))
         except EmberError as e:
             raise ResourceNotFoundError(e.message) from e
 
     return server
+
+
+def _headers(ctx: Any) -> Headers:
+    """The HTTP headers of the call (None over stdio, or outside a request)."""
+    try:
+        return ctx.headers if ctx is not None else None
+    except (AttributeError, ValueError):
+        return None

@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     remote: str | None = Field(None, description="URL of a running `ember serve` that `ember search` sends its "
                                                  "queries to, so the CLI loads no embedder (EMBER_REMOTE)")
     remote_api_key: str | None = Field(None, description="its API key, if it has keys (EMBER_REMOTE_API_KEY)")
+    database_url: str | None = Field(None, pattern=r"^postgres(ql)?://",
+                                     description="PostgreSQL URL (postgresql://user:pass@host/db) for users, keys, "
+                                                 "sessions, documents, chunks and vectors, shared by several "
+                                                 "servers; default: SQLite in data_dir/ember.db (EMBER_DATABASE_URL)")
 
     @property
     def models_dir(self) -> Path:
@@ -158,6 +162,11 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "ember.db"
+
+    @property
+    def database(self) -> Path | str:
+        """Where the state lives: `database_url`, else the SQLite file `db_path`."""
+        return self.database_url or self.db_path
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type[BaseSettings],

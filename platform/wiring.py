@@ -81,13 +81,20 @@ class Wiring:
 
         r = self.settings.retrieval
         return Collection.create(self.settings.data_dir, name, self.embedder().info,
-                                 CollectionConfig(r.metric, r.index, r.chunk_size, r.chunk_overlap), r.embedder)
+                                 CollectionConfig(r.metric, r.index, r.chunk_size, r.chunk_overlap), r.embedder,
+                                 database=self.settings.database_url)
 
     def collections(self) -> list[tuple[CollectionRow, int, int]]:
         """Every collection with its numbers of documents and chunks."""
         from ember.retrieval.collection import Collection
 
-        return Collection.listing(self.settings.data_dir)
+        return Collection.listing(self.settings.data_dir, database=self.settings.database_url)
+
+    def open_collection(self, name: str) -> Collection:
+        """Collection `name` on its own connection (the caller closes it): for writers and one-off reads."""
+        from ember.retrieval.collection import Collection
+
+        return Collection.open(self.settings.data_dir, name, database=self.settings.database_url)
 
     def retriever(self, name: str, *, dense: bool = True, embedder: str | None = None) -> Retriever:
         """The shared retriever of collection `name` (opened once). `dense=False` skips loading an embedder
@@ -100,7 +107,7 @@ class Wiring:
         from ember.retrieval.collection import Collection
         from ember.retrieval.retriever import Retriever
 
-        col = Collection.open(self.settings.data_dir, name)
+        col = Collection.open(self.settings.data_dir, name, database=self.settings.database_url)
         try:
             model = self.embedder(embedder or col.row.embedder_spec) if dense else None
             r = self.settings.retrieval

@@ -22,6 +22,7 @@ from ember.platform.cli import (
     search,
     serve,
     train,
+    users,
 )
 from ember.platform.errors import report
 from ember.platform.settings import load_settings
@@ -39,6 +40,7 @@ app.add_typer(collections.app, name="collections")
 app.add_typer(eval.app, name="eval")
 app.add_typer(mcp.mcp_app, name="mcp")
 app.add_typer(keys.app, name="keys")
+app.add_typer(users.app, name="users")
 app.add_typer(train.app, name="train")
 app.command()(generate.generate)
 app.command()(generate.chat)

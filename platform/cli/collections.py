@@ -26,7 +26,7 @@ def list_collections(ctx: typer.Context) -> None:
     from ember.retrieval.collection import Collection
 
     s = settings_from(ctx)
-    rows = Collection.listing(s.data_dir)
+    rows = Collection.listing(s.data_dir, database=s.database_url)
     if not rows:
         console.print("No collections yet. Create one with `ember ingest PATH --collection NAME`.")
         return
@@ -43,7 +43,7 @@ def info(ctx: typer.Context, name: Annotated[str, typer.Argument(help="collectio
     from ember.retrieval.collection import Collection
 
     s = settings_from(ctx)
-    col = Collection.open(s.data_dir, name)
+    col = Collection.open(s.data_dir, name, database=s.database_url)
     docs, chunks = col.counts()
     with console.status("Checking the indexes…", spinner="dots"):
         col.load_indexes()
@@ -75,12 +75,12 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="collect
     from ember.retrieval.collection import Collection
 
     s = settings_from(ctx)
-    col = Collection.open(s.data_dir, name)
+    col = Collection.open(s.data_dir, name, database=s.database_url)
     docs, chunks = col.counts()
     col.close()
     if not yes:
         typer.confirm(f"Delete collection {name!r} ({docs} documents, {chunks} chunks)?", abort=True)
-    Collection.delete(s.data_dir, name)
+    Collection.delete(s.data_dir, name, database=s.database_url)
     console.print(f"[green]✓[/] deleted {name} ({docs} documents, {chunks} chunks)")
 
 
@@ -95,7 +95,7 @@ def reembed(ctx: typer.Context, name: Annotated[str, typer.Argument(help="collec
     from ember.retrieval.reembed import reembed as do_reembed
 
     w = wiring_from(ctx)
-    col = Collection.open(w.settings.data_dir, name)
+    col = Collection.open(w.settings.data_dir, name, database=w.settings.database_url)
     model = w.embedder(embedder)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeRemainingColumn(), console=console) as bar:

@@ -50,7 +50,7 @@ def ingest(ctx: typer.Context,
                             loader=loader, splitter=splitter)
     check_extras(options)  # a missing integrations extra is reported before a new collection is created
     try:
-        col = Collection.open(s.data_dir, collection)
+        col = Collection.open(s.data_dir, collection, database=s.database_url)
         model = w.embedder(embedder or col.row.embedder_spec)
     except CollectionNotFoundError:
         config = CollectionConfig(metric=metric or r.metric, kind=index or r.index,
@@ -58,7 +58,8 @@ def ingest(ctx: typer.Context,
                                   chunk_overlap=r.chunk_overlap if chunk_overlap is None else chunk_overlap)
         spec = embedder or r.embedder
         model = w.embedder(spec)
-        col = Collection.create(s.data_dir, collection, model.info, config, embedder_spec=spec)
+        col = Collection.create(s.data_dir, collection, model.info, config, embedder_spec=spec,
+                                database=s.database_url)
     chunking = chunk_config(col, model)
     console.print(f"Ingesting {escape(str(path))} into [bold]{collection}[/] ({model.info.model_id}, chunks of "
                   f"{chunking.size} tokens, overlap {chunking.overlap}"

@@ -17,7 +17,7 @@ def _store(ctx: typer.Context):  # -> KeyStore
     from ember.platform.server.db import Database
     from ember.platform.server.keys import KeyStore
 
-    return KeyStore(Database(settings_from(ctx).db_path))
+    return KeyStore(Database(settings_from(ctx).database))
 
 
 def _when(t: float | None) -> str:
@@ -25,9 +25,11 @@ def _when(t: float | None) -> str:
 
 
 @app.command()
-def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="a name to recognise the key by")]) -> None:
+def create(ctx: typer.Context, name: Annotated[str, typer.Argument(help="a name to recognise the key by")],
+           user: Annotated[str | None, typer.Option(help="the user the key acts for (`ember users create`); "
+                                                         "without one it is an admin key")] = None) -> None:
     """Create a key and print it once. From then on the server requires a key on every route but /health."""
-    key = _store(ctx).create(name)
+    key = _store(ctx).create(name, user=user)
     console.print(f"Created API key [bold]{name}[/]. It is shown only now; keep it somewhere safe:")
     typer.echo(key)
 
@@ -39,9 +41,9 @@ def list_keys(ctx: typer.Context) -> None:
     if not keys:
         console.print("No API keys: the server is open and listens on 127.0.0.1 only.")
         return
-    table = Table("name", "prefix", "created", "last used", "status")
+    table = Table("name", "user", "prefix", "created", "last used", "status")
     for k in keys:
-        table.add_row(k.name, k.prefix + "…", _when(k.created_at), _when(k.last_used_at),
+        table.add_row(k.name, k.user or "-", k.prefix + "…", _when(k.created_at), _when(k.last_used_at),
                       "active" if k.active else f"revoked {_when(k.revoked_at)}")
     console.print(table)
 

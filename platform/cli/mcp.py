@@ -49,18 +49,20 @@ def serve(ctx: typer.Context,
         raise ConfigError(f"--transport must be stdio or http, got {transport!r}")
     wiring = wiring_from(ctx, model=model)
     try:
-        server = build_server(Library(wiring, s.data_dir))
-        if transport == "stdio":
-            server.run("stdio")
+        if transport == "stdio":  # the local user, who can read the data directory anyway
+            build_server(Library(wiring, s.data_dir, database=s.database_url)).run("stdio")
             return
         import uvicorn
 
         from ember.platform.auth import Gate, check_bind
         from ember.platform.server.db import Database
         from ember.platform.server.keys import KeyStore
+        from ember.platform.server.users import McpPolicy, UserStore
 
-        db = Database(s.db_path)
+        db = Database(s.database)
         try:
+            policy = McpPolicy(UserStore(db), KeyStore(db))
+            server = build_server(Library(wiring, s.data_dir, policy=policy, database=s.database_url))
             gate = Gate(KeyStore(db), s.mcp.api_keys)
             h, p = host or s.mcp.host, port or s.mcp.port
             secured = gate.required()

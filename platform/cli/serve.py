@@ -29,7 +29,7 @@ def serve(ctx: typer.Context,
     changes = {k: v for k, v in {"host": host, "port": port, "max_concurrent": max_concurrent}.items() if v is not None}
     if changes:
         s = s.model_copy(update={"server": s.server.model_copy(update=changes)})
-    db = Database(s.db_path)
+    db = Database(s.database)
     has_keys = KeyStore(db).configured()
     db.close()
     check_bind(s.server.host, has_keys)

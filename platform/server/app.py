@@ -17,14 +17,16 @@ import time
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ember.platform.auth import Gate
+from ember.platform.auth import Gate, bearer_token
 from ember.platform.server import errors
 from ember.platform.server.guard import NOSNIFF, Guard
 from ember.platform.server.routes import collections, openai, sessions, system, web
 from ember.platform.server.state import ServerState
+from ember.platform.server.users import SINGLE, Principal
 
 OPEN = {"/health", *web.PUBLIC}
 ROUTERS = (system.router, openai.router, collections.router, sessions.router, web.router)
@@ -88,6 +90,7 @@ class AuthAndMetrics:
                 if refusal is not None:
                     await self.refuse(send_and_count, 401, refusal, "invalid_api_key")
                     return
+                scope.setdefault("state", {})["principal"] = await run_in_threadpool(self.principal, scope)
             if not headers.get("content-type", "").startswith("multipart/"):  # uploads have their own limits
                 length = headers.get("content-length", "")
                 if length.isdigit() and int(length) > MAX_BODY:
@@ -108,6 +111,13 @@ class AuthAndMetrics:
 
     def check(self, scope: Scope) -> str | None:
         return Gate(self.st.keys).refusal(scope["headers"])  # the one bearer-key check (platform/auth.py)
+
+    def principal(self, scope: Scope) -> Principal:
+        """Who the (checked) request acts for: the user of its key once users exist, else the one admin."""
+        if not self.st.users.team():
+            return SINGLE
+        token = bearer_token(scope["headers"])
+        return self.st.users.principal(self.st.keys.user_of(token) if token else None)
 
     async def refuse(self, send: Send, status: int, message: str, code: str | None) -> None:
         raw = json.dumps(errors.body(status, message, code)).encode()

@@ -1,22 +1,25 @@
-"""The server's own tables in `<data_dir>/ember.db` (next to retrieval's): API keys and chat sessions.
+"""The server's own tables, next to retrieval's: users, API keys, collection grants and chat sessions.
 
-One connection per store, shared by the server's threads under a lock; SQLite in WAL mode, so the CLI
-(`ember keys create`) can write while a server reads, and a key revoked by the CLI is refused at once.
+In `<data_dir>/ember.db` (SQLite, WAL, so the CLI can write while a server reads, and a key revoked by the
+CLI is refused at once), or in the PostgreSQL database of `database_url`, which several servers share. Both
+through the storage seam of `ember.retrieval.sql`; the schema is migrated on open.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-SCHEMA = """
+from ember.retrieval import sql
+
+SCHEMA_V1 = """
 CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
-    prefix TEXT NOT NULL,            -- the first characters, to recognise a key in listings
-    hash TEXT NOT NULL UNIQUE,       -- sha256 of the whole key; the key itself is never stored
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
     created_at REAL NOT NULL,
     revoked_at REAL,
     last_used_at REAL
@@ -33,37 +36,94 @@ CREATE TABLE IF NOT EXISTS chat_messages (
     session_id TEXT NOT NULL REFERENCES chat_sessions(id) ON DELETE CASCADE,
     role TEXT NOT NULL,
     content TEXT NOT NULL,
-    citations TEXT,                  -- JSON list, assistant answers over a collection
+    citations TEXT,
     created_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS chat_messages_session ON chat_messages(session_id, id);
+CREATE INDEX IF NOT EXISTS chat_messages_session ON chat_messages(session_id, id)
 """
+# users and roles; a key and a chat session belong to a user (NULL: made before users existed)
+SQLITE_V2 = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+ALTER TABLE api_keys ADD COLUMN user_name TEXT REFERENCES users(name) ON DELETE CASCADE;
+ALTER TABLE chat_sessions ADD COLUMN user_name TEXT;
+CREATE INDEX IF NOT EXISTS chat_sessions_user ON chat_sessions(user_name, updated_at);
+CREATE TABLE IF NOT EXISTS collection_access (
+    collection TEXT NOT NULL,
+    user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    access TEXT NOT NULL,
+    PRIMARY KEY (collection, user_name)
+)
+"""
+PG_V1 = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    prefix TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at DOUBLE PRECISION NOT NULL,
+    revoked_at DOUBLE PRECISION,
+    last_used_at DOUBLE PRECISION,
+    user_name TEXT REFERENCES users(name) ON DELETE CASCADE
+);
+CREATE TABLE IF NOT EXISTS chat_sessions (
+    id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    collection TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    user_name TEXT
+);
+CREATE INDEX IF NOT EXISTS chat_sessions_user ON chat_sessions(user_name, updated_at);
+CREATE TABLE IF NOT EXISTS chat_messages (
+    id BIGSERIAL PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES chat_sessions(id) ON DELETE CASCADE,
+    role TEXT NOT NULL,
+    content TEXT NOT NULL,
+    citations TEXT,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chat_messages_session ON chat_messages(session_id, id);
+CREATE TABLE IF NOT EXISTS collection_access (
+    collection TEXT NOT NULL,
+    user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    access TEXT NOT NULL,
+    PRIMARY KEY (collection, user_name)
+)
+"""
+MIGRATIONS: dict[str, sql.Migrations] = {"sqlite": [SCHEMA_V1, SQLITE_V2], "postgresql": [PG_V1, ""]}
 
 
 class Database:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("PRAGMA synchronous=NORMAL")
-        self.con.execute("PRAGMA foreign_keys=ON")
-        self.con.executescript(SCHEMA)
+    """One connection per store, shared by the server's threads under a lock."""
+
+    def __init__(self, database: Path | str) -> None:
+        """`database`: a postgresql:// URL, or the path of the SQLite file."""
+        self.con = sql.connect(database)
+        self.dialect = self.con.dialect
+        try:
+            sql.migrate(self.con, "server", MIGRATIONS)
+        except BaseException:
+            self.con.close()
+            raise
         self.lock = threading.Lock()
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        with self.lock:
-            self.con.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.con
-            except BaseException:
-                self.con.execute("ROLLBACK")
-                raise
-            self.con.execute("COMMIT")
+    def write(self) -> Iterator[sql.Connection]:
+        """A transaction: every multi-row write is whole or not at all."""
+        with self.lock, self.con.transaction():
+            yield self.con
 
-    def read(self, sql: str, args: tuple = ()) -> list[tuple]:
+    def read(self, query: str, args: Sequence[Any] = ()) -> list[Any]:
         with self.lock:
-            return self.con.execute(sql, args).fetchall()
+            return self.con.execute(query, args).fetchall()
 
     def close(self) -> None:
         self.con.close()

@@ -21,6 +21,7 @@ from ember.platform.server.keys import KeyStore
 from ember.platform.server.limiter import Limiter
 from ember.platform.server.metrics import Metrics
 from ember.platform.server.sessions import SessionStore
+from ember.platform.server.users import Principal, UserStore
 from ember.platform.wiring import Wiring
 from ember.retrieval.collection import Collection
 from ember.retrieval.embedders import Embedder
@@ -56,8 +57,8 @@ class ServerState:
         self.wiring, self.settings, self.model_name = wiring, wiring.settings, wiring.model_name
         self.backend = wiring.backend()
         settings = self.settings
-        self.db = Database(settings.db_path)
-        self.keys, self.sessions = KeyStore(self.db), SessionStore(self.db)
+        self.db = Database(settings.database)
+        self.keys, self.sessions, self.users = KeyStore(self.db), SessionStore(self.db), UserStore(self.db)
         s = settings.server
         self.limiter = Limiter(s.max_concurrent, s.max_queued, s.retry_after_s)
         self.metrics = Metrics()
@@ -93,12 +94,19 @@ class ServerState:
         self.wiring.forget(name)
 
     # collections -------------------------------------------------------------------------------------
-    def create_collection(self, name: str) -> Collection:
-        return self.wiring.create_collection(name)
+    def create_collection(self, name: str, owner: Principal | None = None) -> Collection:
+        col = self.wiring.create_collection(name)
+        if owner is not None:
+            self.users.set_owner(name, owner)
+        return col
+
+    def collection_names(self) -> list[str]:
+        return [r.name for r in Collection.names(self.settings.data_dir, database=self.settings.database_url)]
 
     def delete_collection(self, name: str) -> None:
         self.forget(name)
-        Collection.delete(self.settings.data_dir, name)
+        Collection.delete(self.settings.data_dir, name, database=self.settings.database_url)
+        self.users.forget_collection(name)
         shutil.rmtree(self.uploads_dir / name, ignore_errors=True)
 
     def submit_ingest(self, name: str, files: list[Path]) -> Job:
@@ -112,7 +120,7 @@ class ServerState:
 
         job.status = "running"
         try:
-            col = Collection.open(self.settings.data_dir, job.collection)
+            col = self.wiring.open_collection(job.collection)
             try:
                 embedder = self.embedder(col.row.embedder_spec)
                 options = IngestOptions(max_bytes=int(self.settings.retrieval.max_file_mb * 1e6))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from typing import Any
 
@@ -11,11 +10,12 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ember.platform.server.errors import ApiError
-from ember.platform.server.routes.openai import state_of
+from ember.platform.server.routes.openai import principal_of, state_of
 from ember.platform.server.schemas import CollectionCreate, SearchRequest
 from ember.platform.server.uploads import receive_files
+from ember.platform.server.users import Principal
 from ember.retrieval import store
-from ember.retrieval.collection import Collection, validate_name
+from ember.retrieval.collection import validate_name
 from ember.retrieval.errors import CollectionExistsError, CollectionNotFoundError
 from ember.retrieval.rag import citation
 
@@ -28,8 +28,10 @@ def _describe(row: store.CollectionRow, docs: int, chunks: int) -> dict[str, Any
             "created_at": row.created_at, "updated_at": row.updated_at}
 
 
-def _list(data_dir: Any) -> list[dict[str, Any]]:
-    return [_describe(row, docs, chunks) for row, docs, chunks in Collection.listing(data_dir)]
+def _list(st: Any, who: Principal) -> list[dict[str, Any]]:
+    """The collections `who` may read (an ungranted one is not even listed)."""
+    rows = {row.name: (row, docs, chunks) for row, docs, chunks in st.wiring.collections()}
+    return [_describe(*rows[n]) for n in st.users.readable(who, list(rows))]
 
 
 def _name(name: str) -> str:
@@ -41,16 +43,17 @@ def _name(name: str) -> str:
 
 @router.get("")
 async def list_collections(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": await run_in_threadpool(_list, state_of(request).settings.data_dir)}
+    return {"object": "list", "data": await run_in_threadpool(_list, state_of(request), principal_of(request))}
 
 
 @router.post("", status_code=201)
 async def create_collection(body: CollectionCreate, request: Request) -> dict[str, Any]:
-    st = state_of(request)
+    st, who = state_of(request), principal_of(request)
     name = _name(body.name)
 
     def create() -> dict[str, Any]:
-        col = st.create_collection(name)
+        st.users.check_create(who)
+        col = st.create_collection(name, who)
         try:
             return _describe(col.row, 0, 0)
         finally:
@@ -59,10 +62,11 @@ async def create_collection(body: CollectionCreate, request: Request) -> dict[st
     return await run_in_threadpool(create)
 
 
-def _get(st: Any, name: str) -> dict[str, Any]:
-    for c in _list(st.settings.data_dir):
+def _get(st: Any, who: Principal, name: str) -> dict[str, Any]:
+    st.users.check_read(who, name)
+    for c in _list(st, who):
         if c["name"] == name:
-            docs = Collection.open(st.settings.data_dir, name)
+            docs = st.wiring.open_collection(name)
             try:
                 c["files"] = [{"source": d.source.rsplit("/", 1)[-1], "title": d.title, "kind": d.kind,
                                "size": d.size} for d in docs.documents().values()]
@@ -74,31 +78,50 @@ def _get(st: Any, name: str) -> dict[str, Any]:
 
 @router.get("/{name}")
 async def get_collection(name: str, request: Request) -> dict[str, Any]:
-    return await run_in_threadpool(_get, state_of(request), _name(name))
+    return await run_in_threadpool(_get, state_of(request), principal_of(request), _name(name))
 
 
 @router.delete("/{name}")
 async def delete_collection(name: str, request: Request) -> dict[str, Any]:
-    await run_in_threadpool(state_of(request).delete_collection, _name(name))
+    st, who = state_of(request), principal_of(request)
+
+    def delete() -> None:
+        st.users.check_delete(who, _name(name))
+        st.delete_collection(name)
+
+    await run_in_threadpool(delete)
     return {"name": name, "object": "collection", "deleted": True}
 
 
 _creating = threading.Lock()  # first uploads to a new collection, racing: one creates it, the others use it
 
 
-def _ensure_collection(st: Any, name: str) -> None:
+def _may_upload(st: Any, who: Principal, name: str) -> None:
+    """Write access to `name`, or (when it does not exist yet) the right to create it."""
+    if name in st.collection_names():
+        st.users.check_write(who, name)
+    else:
+        st.users.check_create(who)
+
+
+def _ensure_collection(st: Any, who: Principal, name: str) -> None:
     with _creating:
-        if name in {c.name for c in Collection.names(st.settings.data_dir)}:
+        if name in st.collection_names():
+            st.users.check_write(who, name)
             return
-        with contextlib.suppress(CollectionExistsError):  # another process created it meanwhile: just as good
-            st.create_collection(name).close()
+        st.users.check_create(who)
+        try:
+            st.create_collection(name, who).close()
+        except CollectionExistsError:  # another process created it meanwhile: just as good, if we may write
+            st.users.check_write(who, name)
 
 
 @router.post("/{name}/files", status_code=202)
 async def upload(name: str, request: Request) -> JSONResponse:
     """Multipart upload (field `file`, repeatable). The collection is created when it does not exist."""
-    st = state_of(request)
+    st, who = state_of(request), principal_of(request)
     name = _name(name)
+    await run_in_threadpool(_may_upload, st, who, name)  # before a byte of the files is read
     limit = int(st.settings.server.max_upload_mb * 1e6)
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > 20 * limit + (1 << 20):
@@ -107,7 +130,7 @@ async def upload(name: str, request: Request) -> JSONResponse:
     files = await receive_files(request.stream(), request.headers.get("content-type", ""),
                                 st.uploads_dir / name, limit)
     try:
-        await run_in_threadpool(_ensure_collection, st, name)
+        await run_in_threadpool(_ensure_collection, st, who, name)
     except BaseException:
         for f in files:
             f.unlink(missing_ok=True)
@@ -119,12 +142,15 @@ async def upload(name: str, request: Request) -> JSONResponse:
 @router.get("/{name}/jobs")
 async def list_jobs(name: str, request: Request) -> dict[str, Any]:
     st = state_of(request)
+    await run_in_threadpool(st.users.check_read, principal_of(request), name)
     return {"object": "list", "data": [j.to_dict() for j in st.jobs.values() if j.collection == name]}
 
 
 @router.get("/{name}/jobs/{job_id}")
 async def get_job(name: str, job_id: str, request: Request) -> dict[str, Any]:
-    job = state_of(request).jobs.get(job_id)
+    st = state_of(request)
+    await run_in_threadpool(st.users.check_read, principal_of(request), name)
+    job = st.jobs.get(job_id)
     if job is None or job.collection != name:
         raise ApiError(404, f"no ingest job {job_id!r} in collection {name!r}", code="job_not_found")
     return job.to_dict()
@@ -132,9 +158,10 @@ async def get_job(name: str, job_id: str, request: Request) -> dict[str, Any]:
 
 @router.post("/{name}/search")
 async def search(name: str, body: SearchRequest, request: Request) -> dict[str, Any]:
-    st = state_of(request)
+    st, who = state_of(request), principal_of(request)
 
     def run() -> list[dict[str, Any]]:
+        st.users.check_read(who, _name(name))
         hits = st.retriever(_name(name)).search(body.query, mode=body.mode, k=body.k)
         # no threshold applies to a plain search: the relevance is the retriever's own score
         return [{**citation(h.rank, h, h.score).to_dict(), "rank": h.rank, "dense_rank": h.dense_rank,

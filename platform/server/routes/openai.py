@@ -40,7 +40,7 @@ from ember.platform.server.schemas import (
 )
 from ember.platform.server.state import RAG_PREFIX, ServerState
 from ember.platform.server.streaming import ClientGone, iterate_in_thread, run_until_disconnect
-from ember.retrieval.collection import Collection
+from ember.platform.server.users import Principal
 from ember.retrieval.embedders import MINILM_ALIASES
 from ember.retrieval.rag import RagAnswer
 
@@ -51,9 +51,14 @@ def state_of(request: Request) -> ServerState:
     return request.app.state.ember
 
 
-def _model_list(st: ServerState) -> list[dict[str, Any]]:
+def principal_of(request: Request) -> Principal:
+    """Who the request acts for (set by the auth middleware, app.py, on every route that needs a key)."""
+    return request.state.principal
+
+
+def _model_list(st: ServerState, who: Principal) -> list[dict[str, Any]]:
     created = int(st.started)
-    names = [st.model_name, *(RAG_PREFIX + r.name for r in Collection.names(st.settings.data_dir)),
+    names = [st.model_name, *(RAG_PREFIX + n for n in st.users.readable(who, st.collection_names())),
              st.settings.retrieval.embedder]
     return [{"id": n, "object": "model", "created": created, "owned_by": "ember"} for n in names]
 
@@ -61,12 +66,12 @@ def _model_list(st: ServerState) -> list[dict[str, Any]]:
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     st = state_of(request)
-    return {"object": "list", "data": await run_in_threadpool(_model_list, st)}
+    return {"object": "list", "data": await run_in_threadpool(_model_list, st, principal_of(request))}
 
 
 @router.get("/v1/models/{model:path}")
 async def get_model(model: str, request: Request) -> dict[str, Any]:
-    for m in await run_in_threadpool(_model_list, state_of(request)):
+    for m in await run_in_threadpool(_model_list, state_of(request), principal_of(request)):
         if m["id"] == model:
             return m
     raise ApiError(404, f"the model {model!r} does not exist", code="model_not_found", param="model")
@@ -106,10 +111,12 @@ async def _rest(first: Any, items: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(req: ChatRequest, request: Request) -> Any:
-    st = state_of(request)
+    st, who = state_of(request), principal_of(request)
     collection = req.collection or (req.model[len(RAG_PREFIX):] if req.model.startswith(RAG_PREFIX) else None)
     if not collection:
         _check_model(st, req.model)
+    else:
+        await run_in_threadpool(st.users.check_read, who, collection)
     params = req.params(st.settings.server.max_tokens)
     if req.max_completion_tokens:
         params = replace(params, max_tokens=req.max_completion_tokens)
@@ -120,7 +127,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
     options = _options(st, req)
     question = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     if req.session_id:
-        stored = await run_in_threadpool(st.sessions.history, req.session_id)
+        stored = await run_in_threadpool(st.sessions.history, req.session_id, who.name)
         system = [m for m in messages if m["role"] == "system"]
         messages = [*system, *stored, messages[-1]]
     rid, created = "chatcmpl-" + uuid.uuid4().hex[:24], int(time.time())
@@ -139,7 +146,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
             extra["ember"] = {"collection": collection, "query": final.query, "no_context": final.no_context,
                               "dropped_chunk_ids": final.dropped_chunk_ids, "dropped_turns": final.dropped_turns}
         if req.session_id and messages[-1]["role"] == "user":
-            st.sessions.append(req.session_id, question, text, extra.get("citations"))
+            st.sessions.append(req.session_id, question, text, extra.get("citations"), who.name)
             extra.setdefault("ember", {})["session_id"] = req.session_id
         if completion is not None:
             st.metrics.tokens(completion.prompt_tokens, completion.completion_tokens)

@@ -1,0 +1,125 @@
+"""Issue 19: the storage seam's two real databases, SQLite and PostgreSQL, behave alike for collections.
+
+Two `Collection`s over one database but separate data folders stand for two servers: each keeps its own FAISS
+and BM25 files as a cache; a document written through one is found through the other after `refresh()`,
+which catches up by the collection's generation (its change sequence), and deletes are caught up too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ember.retrieval import sql, store
+from ember.retrieval.collection import Collection, CollectionConfig, PreparedDocument
+from ember.retrieval.embedders import EmbedderInfo
+from ember.retrieval.errors import CollectionExistsError, CollectionNotFoundError
+from tests.pg import pg_cluster, pg_url  # noqa: F401 (fixtures)
+
+DIM = 16
+INFO = EmbedderInfo("hash-16", DIM, True)
+
+
+def vector(text: str) -> np.ndarray:
+    """A deterministic unit vector per text (no model: the seam is under test, not the embedder)."""
+    v = np.frombuffer(hashlib.sha256(text.encode()).digest()[:DIM * 2], np.uint16).astype(np.float32) - 32768
+    return v / np.linalg.norm(v)
+
+
+def doc(source: str, *texts: str, replaces: int | None = None) -> PreparedDocument:
+    chunks = [store.NewChunk(i, t, 0, len(t), len(t.split()), None, ("h",), vector(t)) for i, t in enumerate(texts)]
+    return PreparedDocument.build(source, source, "text", " ".join(texts).encode(), chunks, replaces=replaces)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    if request.param == "sqlite":
+        yield None
+    else:
+        yield request.getfixturevalue("pg_url")
+
+
+def shared(database: str | None, tmp_path: Path) -> tuple[Path, Path]:
+    """Two servers' data folders; with SQLite both must point at one file, so they share one folder's db."""
+    a = tmp_path / "a"
+    return a, (tmp_path / "b" if database else a)
+
+
+def test_write_on_one_server_is_searchable_on_the_other(database: str | None, tmp_path: Path) -> None:
+    dir_a, dir_b = shared(database, tmp_path)
+    a = Collection.create(dir_a, "team", INFO, CollectionConfig(), database=database)
+    with pytest.raises(CollectionExistsError):
+        Collection.create(dir_b, "team", INFO, CollectionConfig(), database=database)
+    b = Collection.open(dir_b, "team", database=database)
+    try:
+        with a.lock():
+            a.apply([doc("one.md", "quokkas live on Rottnest Island", "kettles boil water")])
+            a.save()
+        b.refresh()
+        assert b.search_dense(vector("kettles boil water"), 1)[0][0] in set(store.chunk_ids(b.con, "team"))
+        hits = b.search_bm25("quokkas", 2)
+        assert hits and b.chunks([hits[0][0]])[hits[0][0]].text.startswith("quokkas")
+        # a second write through b, then a replacement and a delete through a: each side catches up
+        with b.lock():
+            b.apply([doc("two.md", "bridges span rivers")])
+        first = a.documents()["one.md"].id
+        with a.lock():
+            a.apply([doc("one.md", "quokkas are marsupials", replaces=first)])
+        b.refresh()
+        alive = set(store.chunk_ids(b.con, "team").tolist())
+        assert b.index is not None and set(b.index.ids().tolist()) == alive
+        assert set(np.asarray(b.bm25.ids).tolist()) == alive if b.bm25 is not None else False
+        assert b.search_bm25("kettles", 3) == []
+        assert [b.chunks([i])[i].text for i, _ in b.search_bm25("marsupials", 1)] == ["quokkas are marsupials"]
+        assert a.counts() == b.counts() == (2, 2)
+    finally:
+        a.close()
+        b.close()
+    Collection.delete(dir_a, "team", database=database)
+    with pytest.raises(CollectionNotFoundError):
+        Collection.open(dir_b, "team", database=database)
+
+
+def test_a_failed_write_leaves_nothing(database: str | None, tmp_path: Path) -> None:
+    col = Collection.create(tmp_path, "tx", INFO, CollectionConfig(), database=database)
+    try:
+        bad = doc("bad.md", "a", "b")
+        broken = PreparedDocument(bad.source, bad.title, bad.kind, bad.content_hash, bad.size, bad.pages, bad.tags,
+                                  [*bad.chunks, store.NewChunk(2, None, 0, 1, 1, None, (), vector("c"))])
+        with col.lock(), pytest.raises(Exception):  # noqa: B017 (a NOT NULL violation, whichever engine)
+            col.apply([doc("good.md", "kept?"), broken])
+        assert col.counts() == (0, 0) and col.row.generation == 0
+        assert store.get_collection(col.con, "tx").generation == 0
+    finally:
+        col.close()
+
+
+def test_migrations_run_once_and_are_recorded(database: str | None, tmp_path: Path) -> None:
+    target = database or str(tmp_path / "ember.db")
+    for _ in range(2):
+        con = store.connect(target)
+        try:
+            assert sql.migrate(con, "retrieval", store.MIGRATIONS) == len(store.MIGRATIONS[con.dialect])
+            assert con.execute("SELECT version FROM ember_schema WHERE component = 'retrieval'").fetchone()[0] == 1
+        finally:
+            con.close()
+
+
+def test_filters_speak_both_dialects(database: str | None, tmp_path: Path) -> None:
+    col = Collection.create(tmp_path, "f", INFO, CollectionConfig(), database=database)
+    try:
+        d = doc("notes/guide.md", "alpha")
+        d = PreparedDocument(d.source, d.title, d.kind, d.content_hash, d.size, d.pages, ("howto",), d.chunks)
+        with col.lock():
+            col.apply([d, doc("notes/other.txt", "beta")])
+        ids = col.allowed_ids(source="*.md")
+        assert ids is not None and len(ids) == 1
+        tagged = col.allowed_ids(tag="howto")
+        assert tagged is not None and tagged.tolist() == ids.tolist()
+        assert len(col.allowed_ids(source="guide.md")) == 1
+    finally:
+        col.close()
