@@ -1,7 +1,7 @@
 // Ember's chat page: plain JavaScript against the server's own API (no framework, no build step).
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { key: localStorage.getItem("ember-key") || "", session: null, busy: null };
+const state = { key: localStorage.getItem("ember-key") || "", session: null, busy: null, me: null };
 
 function headers(extra = {}) {
   return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
@@ -24,9 +24,30 @@ async function loadCollections(select) {
   const current = select || box.value;
   box.innerHTML = "";
   box.append(new Option("(no documents: plain chat)", ""));
-  for (const c of data) box.append(new Option(`${c.name} (${c.documents} docs)`, c.name));
+  for (const c of data) {
+    const option = new Option(`${c.name} (${c.documents} docs)`, c.name);
+    option.dataset.access = c.access || "owner";
+    box.append(option);
+  }
   if ([...box.options].some((o) => o.value === current)) box.value = current;
   else if (data.length) box.value = data[0].name;
+  showRights();
+}
+
+// Who is signed in (a team server) and what they may do: viewers get no upload box, and editors may add
+// documents only to collections they own or were granted write on (or to a new one).
+async function loadMe() {
+  state.me = await (await api("/v1/me")).json();
+  const who = $("whoami");
+  who.hidden = !state.me.team;
+  who.textContent = state.me.team ? `Signed in as ${state.me.name || "admin key"} (${state.me.role})` : "";
+}
+
+function showRights() {
+  if (!state.me) return;
+  const writable = [...$("collection").options].some((o) => ["owner", "write"].includes(o.dataset.access));
+  $("upload-box").hidden = !(state.me.can_create_collections || writable);
+  $("new-collection").hidden = !state.me.can_create_collections;
 }
 
 async function loadSessions() {
@@ -200,6 +221,6 @@ $("save-key").onclick = () => {
 };
 
 async function init() {
-  try { await loadCollections(); await loadSessions(); } catch (e) { $("upload-status").textContent = e.message; }
+  try { await loadMe(); await loadCollections(); await loadSessions(); } catch (e) { $("upload-status").textContent = e.message; }
 }
 init();

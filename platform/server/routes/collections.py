@@ -31,7 +31,7 @@ def _describe(row: store.CollectionRow, docs: int, chunks: int) -> dict[str, Any
 def _list(st: Any, who: Principal) -> list[dict[str, Any]]:
     """The collections `who` may read (an ungranted one is not even listed)."""
     rows = {row.name: (row, docs, chunks) for row, docs, chunks in st.wiring.collections()}
-    return [_describe(*rows[n]) for n in st.users.readable(who, list(rows))]
+    return [{**_describe(*rows[n]), "access": st.users.access(who, n)} for n in st.users.readable(who, list(rows))]
 
 
 def _name(name: str) -> str:

@@ -285,3 +285,30 @@ def test_cli_users_and_grants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "ann" not in runner.invoke(cli, ["keys", "list"]).output
     for sub in ("create", "list", "role", "delete", "grant", "revoke", "grants"):
         assert runner.invoke(cli, ["users", sub, "--help"]).exit_code == 0
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium (apt-get install chromium)")
+def test_web_ui_shows_who_is_signed_in_and_only_what_they_may_use(team: Team) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage"])
+        try:
+            for role, uploads in [("vi", False), ("ed", True)]:
+                page = browser.new_page()
+                errors: list[str] = []
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.goto(team.server.url + "/")
+                page.fill("#api-key", team.keys[role])
+                page.evaluate("document.getElementById('key-box').hidden = false")
+                page.click("#save-key")
+                page.wait_for_selector("#whoami:not([hidden])", timeout=30_000)
+                assert page.inner_text("#whoami") == f"Signed in as {role} ({'viewer' if role == 'vi' else 'editor'})"
+                page.wait_for_function("document.getElementById('collection').options.length > 1")
+                options = page.eval_on_selector_all("#collection option", "os => os.map(o => o.value)")
+                assert "shared" in options and "secret" not in options
+                assert page.is_hidden("#upload-box") is not uploads, role
+                assert not errors, errors
+                page.close()
+        finally:
+            browser.close()
