@@ -132,7 +132,7 @@ def pool(url: str) -> Any:
             raise DatabaseError("PostgreSQL support is not installed",
                                 hint="pip install 'ember[postgres]' (psycopg[binary] and psycopg-pool)") from None
         made = ConnectionPool(url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, open=False,
-                              name="ember")
+                              name="ember", check=ConnectionPool.check_connection)  # none handed out dead
         try:
             made.open(wait=True, timeout=15)
         except Exception as e:
@@ -163,7 +163,7 @@ class PgConnection:
     def __init__(self, url: str) -> None:
         self.pool = pool(url)
         self.raw = self.pool.getconn()
-        self._tx = threading.local()
+        self.depth = 0  # open transactions
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Cursor:
         import psycopg
@@ -172,6 +172,15 @@ class PgConnection:
             return self.raw.execute(_placeholders(sql), tuple(args))
         except psycopg.IntegrityError as e:
             raise IntegrityError(str(e)) from e
+        except psycopg.OperationalError:
+            if self.depth or not self.raw.closed:  # inside a transaction, or the server said no: not ours to retry
+                raise
+            self.reconnect()  # the server restarted or dropped us: a fresh connection, the statement once more
+            return self.raw.execute(_placeholders(sql), tuple(args))
+
+    def reconnect(self) -> None:
+        self.pool.putconn(self.raw)  # the pool discards a closed connection
+        self.raw = self.pool.getconn()
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         import psycopg
@@ -187,8 +196,14 @@ class PgConnection:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.raw.transaction():
-            yield
+        if self.raw.closed and not self.depth:
+            self.reconnect()
+        self.depth += 1
+        try:
+            with self.raw.transaction():
+                yield
+        finally:
+            self.depth -= 1
 
     def close(self) -> None:
         if self.raw is not None:

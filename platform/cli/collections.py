@@ -81,6 +81,14 @@ def delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="collect
     if not yes:
         typer.confirm(f"Delete collection {name!r} ({docs} documents, {chunks} chunks)?", abort=True)
     Collection.delete(s.data_dir, name, database=s.database_url)
+    from ember.platform.server.db import Database
+    from ember.platform.server.users import UserStore
+
+    db = Database(s.database)  # its grants go with it (a new collection of that name starts with none)
+    try:
+        UserStore(db).forget_collection(name)
+    finally:
+        db.close()
     console.print(f"[green]✓[/] deleted {name} ({docs} documents, {chunks} chunks)")
 
 

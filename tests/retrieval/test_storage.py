@@ -123,3 +123,22 @@ def test_filters_speak_both_dialects(database: str | None, tmp_path: Path) -> No
         assert len(col.allowed_ids(source="guide.md")) == 1
     finally:
         col.close()
+
+
+def test_a_dropped_postgresql_connection_is_replaced(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """A server restart (here: every connection of the database terminated) costs one retried statement."""
+    import psycopg
+
+    col = Collection.create(tmp_path, "r", INFO, CollectionConfig(), database=pg_url)
+    try:
+        with col.lock():
+            col.apply([doc("a.md", "alpha")])
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        assert col.counts() == (1, 1)
+        with col.lock():  # and a write after it
+            col.apply([doc("b.md", "beta")])
+        assert col.counts() == (2, 2)
+    finally:
+        col.close()
