@@ -41,7 +41,8 @@ def serve(ctx: typer.Context,
     """Serve Ember's collections over MCP: tools list_collections, search_documents, ask, and every document
     as a resource (ember://COLLECTION/DOCUMENT_ID). Over HTTP, once API keys exist (`ember keys create`, or
     mcp.api_keys in ember.toml) every request needs one as a bearer token; without keys it serves only on
-    the loopback address."""
+    the loopback address. Once users exist (`ember users create`), each call sees only the collections its
+    key's user may read."""
     from ember.agents.mcp_server import Library, build_server
 
     s = settings_from(ctx)
