@@ -13,6 +13,7 @@ starting at once do not race (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: an advisory
 
 from __future__ import annotations
 
+import atexit
 import re
 import sqlite3
 import threading
@@ -139,6 +140,8 @@ def pool(url: str) -> Any:
             made.close()
             raise DatabaseError(f"cannot connect to {describe(url)}: {e}",
                                 hint="Check database_url (EMBER_DATABASE_URL) and that PostgreSQL is running.") from e
+        if not _pools:
+            atexit.register(close_pools)
         _pools[url] = made
         return made
 
