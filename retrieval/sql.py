@@ -119,6 +119,7 @@ class SqliteConnection:
 _pools: dict[str, Any] = {}
 _pools_lock = threading.Lock()
 POOL_MAX = 32
+CHECK_URL = "Check database_url (EMBER_DATABASE_URL) and that PostgreSQL is running."
 
 
 def pool(url: str) -> Any:
@@ -128,18 +129,23 @@ def pool(url: str) -> Any:
         if found is not None:
             return found
         try:
+            import psycopg
             from psycopg_pool import ConnectionPool
         except ImportError:
             raise DatabaseError("PostgreSQL support is not installed",
                                 hint="pip install 'ember[postgres]' (psycopg[binary] and psycopg-pool)") from None
+        try:  # once directly: a wrong URL or a server that is down is one clear error, not a pool retrying
+            psycopg.connect(url, connect_timeout=10).close()
+        except psycopg.Error as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DatabaseError(f"cannot connect to {describe(url)}: {reason}", hint=CHECK_URL) from None
         made = ConnectionPool(url, min_size=1, max_size=POOL_MAX, kwargs={"autocommit": True}, open=False,
                               name="ember", check=ConnectionPool.check_connection)  # none handed out dead
         try:
             made.open(wait=True, timeout=15)
         except Exception as e:
             made.close()
-            raise DatabaseError(f"cannot connect to {describe(url)}: {e}",
-                                hint="Check database_url (EMBER_DATABASE_URL) and that PostgreSQL is running.") from e
+            raise DatabaseError(f"cannot connect to {describe(url)}: {e}", hint=CHECK_URL) from e
         if not _pools:
             atexit.register(close_pools)
         _pools[url] = made

@@ -47,6 +47,11 @@ def serve(ctx: typer.Context,
     auth = "" if not has_keys else ' -H "Authorization: Bearer $EMBER_API_KEY"'
     console.print(f"[bold]Ember[/] serving [cyan]{wiring.model_name}[/] at [bold]{url}[/]  (chat UI: {url}/ , "
                   f"API: {url}/v1)", soft_wrap=True)
+    if s.database_url:
+        from ember.retrieval.sql import describe
+
+        console.print(f"State in PostgreSQL [bold]{describe(s.database_url)}[/] (shared with every server on it); "
+                      f"index cache in {s.collections_dir}", soft_wrap=True)
     if not has_keys:
         console.print("[yellow]No API keys configured:[/] listening on the loopback address only. "
                       "Create one with `ember keys create NAME` to require keys.", soft_wrap=True)

@@ -142,3 +142,11 @@ def test_a_dropped_postgresql_connection_is_replaced(pg_url: str, tmp_path: Path
         assert col.counts() == (2, 2)
     finally:
         col.close()
+
+
+def test_an_unreachable_database_is_one_clear_error() -> None:
+    pytest.importorskip("psycopg")
+    from tests.net import free_port
+
+    with pytest.raises(sql.DatabaseError, match=r"cannot connect to postgresql://ember:\*\*\*@127.0.0.1:\d+/x"):
+        sql.connect(f"postgresql://ember:secret@127.0.0.1:{free_port()}/x")
