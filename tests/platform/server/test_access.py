@@ -312,3 +312,41 @@ def test_web_ui_shows_who_is_signed_in_and_only_what_they_may_use(team: Team) ->
                 page.close()
         finally:
             browser.close()
+
+
+def test_a_database_from_before_users_is_migrated_in_place(tmp_path: Path) -> None:
+    """An ember.db made before issue 19 (no users, no schema table) opens with its keys and sessions intact."""
+    import sqlite3
+
+    from ember.platform.server.db import SCHEMA_V1, Database
+    from ember.platform.server.keys import KeyStore, digest
+    from ember.platform.server.sessions import SessionStore
+    from ember.platform.server.users import UserStore
+
+    path = tmp_path / "ember.db"
+    con = sqlite3.connect(path)
+    con.executescript(SCHEMA_V1)
+    con.execute("INSERT INTO api_keys (name, prefix, hash, created_at) VALUES ('old', 'ember-abcd', ?, 0)",
+                (digest("ember-old-secret"),))
+    con.execute("INSERT INTO chat_sessions VALUES ('chat-1', 'before', NULL, 0, 0)")
+    con.commit()
+    con.close()
+    for _ in range(2):  # and a second open changes nothing
+        db = Database(path)
+        try:
+            keys, sessions, users = KeyStore(db), SessionStore(db), UserStore(db)
+            assert keys.identify("ember-old-secret") == ("old", None)
+            assert [s.id for s in sessions.all()] == ["chat-1"] and not users.team()
+            assert db.read("SELECT version FROM ember_schema WHERE component = 'server'") == [(2,)]
+        finally:
+            db.close()
+    db = Database(path)
+    try:
+        UserStore(db).create("ann", "viewer")
+        KeyStore(db).create("ann-key", user="ann")
+        assert [k.user for k in KeyStore(db).all()] == [None, "ann"]
+        with pytest.raises(Exception, match="no user named 'bob'"):
+            KeyStore(db).create("bob-key", user="bob")
+        assert SessionStore(db).all("ann") == [] and [s.id for s in SessionStore(db).all(None)] == ["chat-1"]
+    finally:
+        db.close()
