@@ -27,6 +27,7 @@ from ember.platform.server.run import build_state
 from ember.platform.settings import Settings
 from ember.retrieval.embedders import SentenceTransformerEmbedder
 from tests.net import free_port
+from tests.pg import pg_cluster  # noqa: F401 (fixture)
 from tests.scripted import ScriptedBackend
 
 from .conftest import LiveServer, wait_job
@@ -48,10 +49,13 @@ class Team:
         return self.server.client(self.keys[role])
 
 
-@pytest.fixture(scope="module")
-def team(tmp_path_factory: pytest.TempPathFactory, minilm: SentenceTransformerEmbedder) -> Iterator[Team]:
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def team(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+         minilm: SentenceTransformerEmbedder) -> Iterator[Team]:
+    """The same team on each storage: SQLite in the data folder, or a fresh PostgreSQL database."""
     data = tmp_path_factory.mktemp("team") / "data"
-    settings = Settings(data_dir=data, server={"max_tokens": 8})
+    database = request.getfixturevalue("pg_cluster").database() if request.param == "postgresql" else None
+    settings = Settings(data_dir=data, server={"max_tokens": 8}, database_url=database)
     st = build_state(settings, ScriptedBackend(answer=lambda prompt: "Rottnest Island [1]."), "scripted",
                      lambda spec: minilm)
     keys = {}
@@ -192,7 +196,8 @@ def mcp_url(team: Team) -> Iterator[str]:
     from ember.platform.server.users import McpPolicy
 
     st = team.server.state
-    library = Library(st.wiring, st.settings.data_dir, policy=McpPolicy(st.users, st.keys))
+    library = Library(st.wiring, st.settings.data_dir, policy=McpPolicy(st.users, st.keys),
+                      database=st.settings.database_url)
     app = http_app(build_server(library), Gate(st.keys))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -304,7 +309,7 @@ def test_web_ui_shows_who_is_signed_in_and_only_what_they_may_use(team: Team) ->
                 page.click("#save-key")
                 page.wait_for_selector("#whoami:not([hidden])", timeout=30_000)
                 assert page.inner_text("#whoami") == f"Signed in as {role} ({'viewer' if role == 'vi' else 'editor'})"
-                page.wait_for_function("document.getElementById('collection').options.length > 1")
+                page.wait_for_selector("#collection option[value=shared]", state="attached", timeout=30_000)
                 options = page.eval_on_selector_all("#collection option", "os => os.map(o => o.value)")
                 assert "shared" in options and "secret" not in options
                 assert page.is_hidden("#upload-box") is not uploads, role
