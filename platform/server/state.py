@@ -96,6 +96,7 @@ class ServerState:
     # collections -------------------------------------------------------------------------------------
     def create_collection(self, name: str, owner: Principal | None = None) -> Collection:
         col = self.wiring.create_collection(name)
+        self.users.forget_collection(name)  # grants a delete killed before it dropped them must not carry over
         if owner is not None:
             self.users.set_owner(name, owner)
         return col
