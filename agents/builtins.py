@@ -97,8 +97,19 @@ def current_time(timezone: str = "UTC") -> str:
     return datetime.now(zone).isoformat(timespec="seconds")
 
 
+# What an arithmetic expression may contain: the grammar holds a model to it (a small model otherwise writes
+# English or runs on with digits inside the string); validation of the call checks it too.
+EXPRESSION_PATTERN = r"^[0-9 .,+\-*/%()^a-z]{1,120}$"
+
+
+def calculator_tool() -> Tool:
+    t = Tool.from_function(calculate, name="calculator")
+    t.parameters["properties"]["expression"].update(pattern=EXPRESSION_PATTERN, maxLength=120)
+    return Tool(t.name, t.description, t.parameters, t.fn)  # validator rebuilt from the stricter schema
+
+
 def basic_tools() -> list[Tool]:
-    return [Tool.from_function(calculate, name="calculator"), Tool.from_function(current_time)]
+    return [calculator_tool(), Tool.from_function(current_time)]
 
 
 def collection_tools(retriever: Any, max_chars: int = 1500) -> list[Tool]:

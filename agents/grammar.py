@@ -63,7 +63,7 @@ def lark_grammar(tools: Iterable[Tool], mode: Mode = "react") -> str:
     if mode == "final":
         return f'start: "Thought: {FINAL_THOUGHT}\\n" final\n' + final
     return (f'start: "Thought: " THOUGHT "\\n" (action | final)\n'
-            f'THOUGHT: /[^\\n]{{1,400}}/\n'
+            f'THOUGHT: /[^\\n]{{1,200}}/\n'
             f'action: "Action: " {call}\n' + final)
 
 

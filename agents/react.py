@@ -3,8 +3,14 @@
 Two formats. "react" (text): the tools are described in the system prompt, the model writes `Thought:` then
 `Action: {"name": ..., "arguments": {...}}` or `Final Answer: ...`, and observations come back as user
 messages; on our engine the reply is generated under the tools' grammar (`ember.agents.grammar`), so it
-always parses. "native": when the model's chat template takes `tools`, the prompt is rendered with them and
-the reply's tool call (e.g. `<tool_call>{...}</tool_call>`) is read by the same tolerant parser.
+always parses. "native": when the model's chat template takes `tools` (Qwen2.5's), the tools go to the
+backend as OpenAI tools (`ChatOptions`, tool_choice auto, one call per reply): the template renders them, the
+model writes its own `<tool_call>{...}</tool_call>`, on our engine under the same tools grammar the API uses
+(`ember.model.tool_calls.lark_grammar`), and the call comes back as `Completion.tool_calls`; results go back as
+`tool` messages. Every native reply must be a call (tool_choice required): the answer is a call to the
+`final_answer` tool (smolagents' design), because a small model left free to write text writes its reasoning
+instead of calling. A backend that returns text anyway has that text taken as the answer. Prompts:
+`ember.model.prompts`.
 
 Error policy: what the model got wrong (unparsable reply, unknown tool, bad arguments, a tool that failed)
 becomes an observation; one corrective observation per malformed reply, and a second malformed reply in a
@@ -17,36 +23,34 @@ loop on a call that already answered). The step cap, the wall-clock cap and a ca
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from ember.agents.parsing import Parsed, parse_reply
 from ember.agents.tools import Tool, Toolbox, ToolError
 from ember.agents.trace import Status, Step, Trace
+from ember.model import prompts
 from ember.model.backends.base import Backend, Completion, Message
 from ember.model.errors import EmberError, InvalidValueError
 from ember.model.sampling_params import SamplingParams
+from ember.model.tool_calls import ChatOptions, FunctionSpec
 
-SYSTEM_PROMPT = """You solve the user's task step by step, using tools.
+SYSTEM_PROMPT = prompts.AGENT_REACT_SYSTEM
+OBSERVATION = prompts.OBSERVATION
+CORRECTION = prompts.CORRECTION
+describe_tools = prompts.describe_tools
 
-Tools (call one at a time; "arguments" must follow the tool's JSON schema):
-{tools}
 
-Each reply is one Thought line and then one Action line with a JSON tool call, or one Final Answer.
-Example with a weather tool:
-Thought: I need the weather in Paris, so I call the weather tool.
-Action: {{"name": "get_weather", "arguments": {{"city": "Paris"}}}}
-Observation: {{"temperature_c": 18}}
-Thought: The observation answers the question.
-Final Answer: It is 18 °C in Paris."""
-
-OBSERVATION = "Observation: {result}\n(If this answers the task, reply with a Thought and the Final Answer.)"
-
-CORRECTION = ('Your reply could not be parsed ({error}). Reply with "Thought: ..." and then either '
-              '"Action: {{\\"name\\": \\"<tool>\\", \\"arguments\\": {{...}}}}" or "Final Answer: ...".')
+FINAL_ANSWER = FunctionSpec(
+    "final_answer", "Give the final answer to the task, once you know it.",
+    {"type": "object", "properties": {"answer": {"type": "string", "description": "the answer alone, as short as "
+                                                 "possible: a name, a number, yes or no"}},
+     "required": ["answer"]})
+FINAL_PREFIX = re.compile(r"\s*(final\s*answer|answer)\s*:\s*", re.IGNORECASE)
 
 
 @dataclass(slots=True)
@@ -67,10 +71,6 @@ class AgentConfig:
             raise InvalidValueError(f"format must be auto, react or native, got {self.format!r}")
 
 
-def describe_tools(tools: list[Tool]) -> str:
-    return "\n".join(f"- {t.name}: {t.description}\n  arguments schema: {json.dumps(t.parameters)}" for t in tools)
-
-
 def _supports_grammar(backend: Backend) -> bool:
     c = backend.capabilities
     return c.logits_processors and c.tokenizer is not None and c.vocab_size is not None
@@ -81,17 +81,25 @@ class Agent:
         self.backend = backend
         self.toolbox = tools if isinstance(tools, Toolbox) else Toolbox(tools)
         self.config = config = config or AgentConfig()
-        native = backend.capabilities.native_tools
+        caps = backend.capabilities
+        native = caps.native_tools and caps.tool_calls
         if config.format == "native" and not native:
             raise EmberError(f"the {backend.name} backend's chat template has no tool-call format",
                              hint="Use format='react' (the text ReAct format).")
         self.format = "native" if config.format == "native" or (config.format == "auto" and native) else "react"
-        can = _supports_grammar(backend) and self.format == "react" and len(self.toolbox) > 0
-        if config.constrained and not can:
-            raise EmberError("constrained tool calls need our engine (backend 'ember') and the text format")
-        self.constrained = can if config.constrained is None else config.constrained
+        if self.format == "native":  # the backend constrains calls itself where it can (our engine)
+            if config.constrained and not caps.constrained:
+                raise EmberError(f"the {backend.name} backend does not constrain tool calls")
+            self.constrained = caps.constrained
+            specs = tuple(FunctionSpec(t.name, t.description, t.parameters) for t in self.toolbox)
+            self._options = ChatOptions((*specs, FINAL_ANSWER), "required", parallel_tool_calls=False)
+        else:
+            can = _supports_grammar(backend) and len(self.toolbox) > 0
+            if config.constrained and not can:
+                raise EmberError("constrained tool calls need our engine (backend 'ember') and the text format")
+            self.constrained = can if config.constrained is None else config.constrained
         self._grammar: Any = None
-        if self.constrained:
+        if self.constrained and self.format == "react":  # natively the backend applies its own tools grammar
             from ember.agents.grammar import ToolGrammar
 
             c = backend.capabilities
@@ -102,31 +110,51 @@ class Agent:
     def _params(self, final_only: bool = False) -> SamplingParams:
         c = self.config
         procs = [self._grammar.processor(final_only)] if self._grammar is not None else []
-        stop = [] if self.constrained else ["\nObservation:"]
+        stop = [] if self.constrained or self.format == "native" else ["\nObservation:"]
         return SamplingParams(max_tokens=c.max_tokens, temperature=c.temperature, stop=stop, logits_processors=procs)
 
     def _generate(self, messages: list[Message], final_only: bool = False) -> Completion:
         if self.format == "native":
-            tokenizer = self.backend.capabilities.tokenizer
-            assert tokenizer is not None  # native format: the template came from this tokenizer
-            specs = [t.spec() for t in self.toolbox]
-            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tools=specs)
-            ids = tokenizer.encode(text, add_special_tokens=False)
-            return self.backend.generate([ids], self._params())[0]
+            options = replace(self._options, tool_choice=FINAL_ANSWER.name) if final_only else self._options
+            return self.backend.chat(messages, self._params(), options)
         return self.backend.chat(messages, self._params(final_only))
 
     def _messages(self, task: str) -> list[Message]:
-        if self.format == "native":
-            return [{"role": "user", "content": task}]
-        return [{"role": "system", "content": SYSTEM_PROMPT.format(tools=describe_tools(list(self.toolbox)))},
-                {"role": "user", "content": task}]
+        return prompts.agent_messages(task, list(self.toolbox), self.format == "native")
+
+    def _parse(self, completion: Completion) -> Parsed:
+        if self.format != "native":
+            return parse_reply(completion.text)
+        if completion.tool_calls:
+            call = completion.tool_calls[0]
+            try:
+                args = json.loads(call.arguments) if call.arguments.strip() else {}
+            except ValueError:
+                return Parsed("malformed", completion.text, error=f"the arguments of {call.name} are not JSON")
+            if call.name == FINAL_ANSWER.name and call.name not in self.toolbox:
+                answer = args.get("answer") if isinstance(args, dict) else None
+                return Parsed("final", completion.text.strip(), answer=str(answer if answer is not None else args))
+            return Parsed("action", completion.text.strip(), tool=call.name, arguments=args)
+        text = completion.text.strip()
+        if not text:
+            return Parsed("malformed", error="an empty reply")
+        final = FINAL_PREFIX.match(text)
+        return Parsed("final", answer=text[final.end():].strip() if final else text)
+
+    def _assistant(self, completion: Completion, parsed: Parsed, index: int) -> Message:
+        if self.format == "native" and parsed.kind == "action":
+            return {"role": "assistant", "content": completion.text,
+                    "tool_calls": [{"id": f"call_{index}", "type": "function",
+                                    "function": {"name": parsed.tool, "arguments": parsed.arguments}}]}
+        return {"role": "assistant", "content": completion.text}
 
     def _observe(self, messages: list[Message], step: Step, text: str) -> None:
         limit = self.config.max_observation_chars
         text = text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
         step.observation = text
-        if self.format == "native":
-            messages.append({"role": "tool", "name": step.tool or "", "content": text})
+        if self.format == "native" and step.kind == "action":
+            messages.append({"role": "tool", "tool_call_id": f"call_{step.index}", "name": step.tool or "",
+                             "content": text})
         else:
             messages.append({"role": "user", "content": OBSERVATION.format(result=text)})
 
@@ -178,14 +206,14 @@ class Agent:
                 status, detail = "backend_error", e.message
                 break
             text = completion.text
-            parsed = parse_reply(text)
-            if self.format == "native" and parsed.kind == "malformed" and text.strip():
-                parsed = Parsed("final", answer=text.strip())  # native format: plain text is the answer
-            step = Step(index, text, parsed.kind, parsed.thought, parsed.tool, parsed.arguments,
+            parsed = self._parse(completion)
+            output = text + "".join(f"<tool_call>{{\"name\": {json.dumps(c.name)}, \"arguments\": {c.arguments}}}"
+                                    "</tool_call>" for c in completion.tool_calls)  # native calls, as written
+            step = Step(index, output, parsed.kind, parsed.thought, parsed.tool, parsed.arguments,
                         llm_s=time.perf_counter() - t0, prompt_tokens=completion.prompt_tokens,
-                        completion_tokens=completion.completion_tokens)
+                        completion_tokens=completion.completion_tokens, answer=parsed.answer)
             trace.steps.append(step)
-            messages.append({"role": "assistant", "content": text})
+            messages.append(self._assistant(completion, parsed, index))
             if parsed.kind == "final":
                 trace.answer = parsed.answer
                 status, detail = "answered", ""
@@ -214,7 +242,7 @@ class Agent:
                 if seen[key] > 1:
                     step.error = "repeated"
                     observation, failed = results[key]
-                    final_only = self.constrained and not failed
+                    final_only = (self.constrained or self.format == "native") and not failed
                     then = "Give the Final Answer now." if final_only else "Use it, or give the Final Answer."
                     self._observe(messages, step, f"You already called {parsed.tool} with these arguments; the "
                                   f"result was: {observation}\n{then}")

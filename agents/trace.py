@@ -28,6 +28,7 @@ class Step:
     arguments: Any = None
     observation: str | None = None
     error: str | None = None  # "parse", "unknown_tool", "invalid_arguments", "tool_error", "repeated"
+    answer: str | None = None  # the final answer (kind "final")
     llm_s: float = 0.0
     tool_s: float = 0.0
     prompt_tokens: int = 0
@@ -105,7 +106,7 @@ def render_step(s: Step) -> str:
         return f"{head} unparsable reply: {s.output.strip()[:300]!r}{fix}"
     body = f"{head} Thought: {s.thought}" if s.thought else head
     if s.kind == "final":
-        return body
+        return f"{body}\n    Final Answer: {s.answer}" if s.answer is not None else body
     args = json.dumps(s.arguments, ensure_ascii=False)
     line = f"{body}\n    Action: {s.tool} {args}  ({s.tool_s:.2f}s)"
     if s.observation is None:

@@ -10,29 +10,28 @@ sends is in the returned `RagAnswer.messages`. The steps:
    `min_bm25_score` (bm25). When nothing is left the answer says so; the model is not asked to invent one.
 3. Fit by token budget: the system prompt and the question are never cut (a question that cannot fit is an
    error); passages go in by rank while they fit, then older history turns. Everything that did not fit is
-   listed (`dropped_chunk_ids`, `dropped_turns`), never silently truncated.
+   listed (`dropped_chunk_ids`, `dropped_turns`), never silently truncated. The prompt itself is
+   `ember.model.prompts.rag_messages` (the one the grounded-QA fine-tuning data and the evals use too).
 4. Generate through the model's chat template (`Backend.chat` / `chat_stream`) and return the answer with
-   one `Citation` per passage the model saw, numbered as in the prompt.
+   one `Citation` per passage the model saw, numbered as in the prompt; those the answer cites as [n] are
+   marked `cited`. An answer that is the refusal (`prompts.REFUSAL`) is marked `refused` and cites nothing.
+   On our engine `RagConfig.refusal_bias` calibrates how readily the model refuses (`ember.model.refusal`).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from ember.model import prompts
 from ember.model.backends.base import Backend, Completion, Delta, Message
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
 from ember.model.tool_calls import ChatOptions
 from ember.retrieval.errors import InvalidSearchError
 from ember.retrieval.retriever import MODES, Hit, Retriever, SearchFilter
 
-SYSTEM_PROMPT = (
-    "You are Ember, an assistant that answers questions about the user's documents. Answer using only the "
-    "numbered passages below. Cite the passages you use like [1]. If the passages do not contain the answer, "
-    "say that the documents do not say."
-)
-NO_CONTEXT_ANSWER = "I could not find anything about that in the documents, so I cannot answer from them."
+SYSTEM_PROMPT = prompts.RAG_SYSTEM
+NO_CONTEXT_ANSWER = prompts.REFUSAL
 REWRITE_PROMPT = "You rewrite follow-up questions into standalone questions. Reply with the rewritten question only."
 REWRITE_EXAMPLES = [
     ("user: Tell me about Paris.\nassistant: Paris is the capital of France.", "How many people live there?",
@@ -40,7 +39,6 @@ REWRITE_EXAMPLES = [
     ("user: What is a paged KV cache?\nassistant: It stores keys and values in fixed-size blocks.",
      "Why is that useful?", "Why is a paged KV cache useful?"),
 ]
-_CITE = re.compile(r"\[(\d{1,3})\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +46,7 @@ class RagConfig:
     mode: str = "hybrid"  # dense | bm25 | hybrid
     k: int = 5  # passages retrieved (before the relevance filter and the budget)
     context_window: int = 2048  # tokens the model sees: prompt + answer
-    max_answer_tokens: int = 256  # reserved for the answer (default SamplingParams.max_tokens)
+    max_answer_tokens: int = 384  # reserved for the answer (default SamplingParams.max_tokens); answers are short
     min_score: float = 0.2  # least cosine similarity of a relevant passage (dense, hybrid)
     min_bm25_score: float = 0.0  # a relevant passage scores above this (bm25)
     system_prompt: str = SYSTEM_PROMPT
@@ -56,6 +54,8 @@ class RagConfig:
     rewrite: bool = True  # rewrite follow-ups into standalone queries (one extra short generation)
     history_turns: int = 6  # most earlier messages sent with the question
     rewrite_max_tokens: int = 48
+    demos: bool = True  # the prompt's worked examples (prompts.DEMOS)
+    refusal_bias: float = 0.0  # logit bonus of the refusal's first tokens (our engine only; tuned, see evals)
 
     def __post_init__(self) -> None:
         checks = [
@@ -90,6 +90,17 @@ class Citation:
     text: str
     cited: bool = False  # the answer refers to it as [n]
 
+    def as_prompt(self) -> prompts.PromptPassage:
+        return prompts.PromptPassage(self.text, self.label)
+
+    @property
+    def label(self) -> str:
+        """What the prompt shows after the passage's number: the file name and where in it."""
+        name = self.source.rsplit("/", 1)[-1]
+        if self.headings:
+            return f"{name} › {' › '.join(self.headings)}"
+        return f"{name}, page {self.page}" if self.page else self.title  # eval passages: the article's title
+
     @property
     def location(self) -> str:
         """'Guide › Install' or 'page 3' or the title: where in the document the passage is."""
@@ -115,6 +126,12 @@ class RagAnswer:
     messages: list[Message] = field(default_factory=list)  # the exact prompt sent
     dropped_turns: int = 0  # earlier messages left out for lack of room
     prompt_tokens: int = 0
+    refused: bool = False  # the answer is "the documents do not say" (or nothing relevant was found)
+
+    @property
+    def cited(self) -> list[Citation]:
+        """The passages the answer cites as [n]."""
+        return [c for c in self.citations if c.cited]
 
 
 @dataclass(slots=True)
@@ -189,10 +206,13 @@ class RagPipeline:
         budget = self.config.context_window - (max_tokens or self.config.max_answer_tokens)
         earlier = [m for m in (history or []) if m.get("role") in ("user", "assistant")][-self.config.history_turns:]
         skipped_turns = len([m for m in (history or []) if m.get("role") in ("user", "assistant")]) - len(earlier)
-        user = {"role": "user", "content": question}
         count = self._count
 
-        base = count([self._system([]), user])
+        def messages_with(used: list[tuple[Hit, float]], turns: list[Message]) -> list[Message]:
+            return prompts.rag_messages([citation(0, h, r).as_prompt() for h, r in used], question, turns,
+                                        self.config.system_prompt, self.config.demos)
+
+        base = count(messages_with([], []))
         if base > budget:
             raise InvalidRequestError(
                 f"the question and system prompt take {base} tokens, more than the {budget} the context window "
@@ -202,41 +222,42 @@ class RagPipeline:
         dropped: list[int] = []
         for hit, rel in passages:  # greedy by rank: a long passage that does not fit may let a shorter one in
             trial = [*used, (hit, rel)]
-            if count([self._system(trial), user]) <= budget:
+            if count(messages_with(trial, [])) <= budget:
                 used = trial
             else:
                 dropped.append(hit.chunk.id)
-        system = self._system(used)
         kept: list[Message] = []
         for m in reversed(earlier):  # newest turns first
-            if count([system, m, *kept, user]) <= budget:
+            if count(messages_with(used, [m, *kept])) <= budget:
                 kept.insert(0, m)
             else:
                 break
-        messages = [system, *kept, user]
+        messages = messages_with(used, kept)
         return Prompt(messages, used, dropped, skipped_turns + len(earlier) - len(kept), count(messages))
-
-    def _system(self, passages: list[tuple[Hit, float]]) -> Message:
-        parts = [self.config.system_prompt, "", "Passages:"]
-        for n, (hit, _) in enumerate(passages, 1):
-            c = hit.chunk
-            where = " › ".join(c.headings) if c.headings else (f"page {c.page}" if c.page else c.title)
-            parts.append(f"[{n}] ({c.source.rsplit('/', 1)[-1]}, {where})\n{c.text.strip()}")
-        return {"role": "system", "content": "\n\n".join(parts) if passages else self.config.system_prompt}
 
     def _count(self, messages: list[Message]) -> int:
         # Each message costs its text plus the template's few role/separator tokens (counted generously).
         return sum(self.backend.count_tokens(str(m["content"])) + 8 for m in messages) + 4
 
     # ---- answering ---------------------------------------------------------------------------------
-    def _params(self, params: SamplingParams | None) -> SamplingParams:
-        return params or SamplingParams(max_tokens=self.config.max_answer_tokens, temperature=0)
+    def _params(self, params: SamplingParams | None, options: ChatOptions | None = None) -> SamplingParams:
+        """The caller's sampling (or greedy with the answer budget), plus the refusal bias on our engine (not
+        when tools or a response format constrain the reply)."""
+        p = params or SamplingParams(max_tokens=self.config.max_answer_tokens, temperature=0)
+        caps = self.backend.capabilities
+        if self.config.refusal_bias and options is None and caps.logits_processors and caps.tokenizer is not None:
+            from ember.model.refusal import RefusalBias
+
+            p = replace(p, logits_processors=[*p.logits_processors,
+                                              RefusalBias(caps.tokenizer, self.config.refusal_bias)])
+        return p
 
     def prepare(self, question: str, history: list[Message] | None = None, params: SamplingParams | None = None,
-                where: SearchFilter | None = None) -> tuple[Retrieved, Prompt | None, SamplingParams]:
+                where: SearchFilter | None = None, options: ChatOptions | None = None
+                ) -> tuple[Retrieved, Prompt | None, SamplingParams]:
         if not question.strip():
             raise InvalidRequestError("the question is empty")
-        p = self._params(params)
+        p = self._params(params, options)
         got = self.retrieve(question, history, where)
         if not got.passages:
             return got, None, p
@@ -258,7 +279,7 @@ class RagPipeline:
         `options` (tools, response_format) go to the backend with the passages in the prompt; with tools the model
         answers or calls, and it is asked even when no passage is relevant (a tool may know). `followup`: the
         messages after the question (the assistant's tool calls and their results) in a tool round trip."""
-        got, prompt, p = self.prepare(question, history, params, where)
+        got, prompt, p = self.prepare(question, history, params, where, options)
         if prompt is None and (options is None or not options.calls_allowed):
             ans = self._no_context(got)
             yield Delta(ans.text, [], "stop")
@@ -284,13 +305,14 @@ class RagPipeline:
         yield answer
 
     def _no_context(self, got: Retrieved) -> RagAnswer:
-        return RagAnswer(self.config.no_context_answer, [], [], got.query, True, None)
+        return RagAnswer(self.config.no_context_answer, [], [], got.query, True, None, refused=True)
 
     def _finish(self, got: Retrieved, prompt: Prompt, text: str, completion: Completion | None) -> RagAnswer:
-        cited = {int(n) for n in _CITE.findall(text)}
+        refused = prompts.is_refusal(text)
+        cited = set() if refused else prompts.cited_numbers(text)
         citations = [citation(n, hit, rel, n in cited) for n, (hit, rel) in enumerate(prompt.used, 1)]
         return RagAnswer(text, citations, prompt.dropped_chunk_ids, got.query, False, completion, prompt.messages,
-                         prompt.dropped_turns, completion.prompt_tokens if completion else prompt.tokens)
+                         prompt.dropped_turns, completion.prompt_tokens if completion else prompt.tokens, refused)
 
     def with_config(self, **changes: object) -> RagPipeline:
         return RagPipeline(self.retriever, self.backend, replace(self.config, **changes))  # type: ignore[arg-type]

@@ -1,14 +1,12 @@
-"""Grounded-QA SFT examples from SQuAD: retrieved passages + question -> short answer, or a fixed refusal.
+"""Grounded-QA SFT examples from SQuAD: retrieved passages + question -> short cited answer, or the refusal.
 
-The prompt is the RAG prompt: numbered passages, then the question, under a system message that asks
-for the shortest answer found in the passages. Unanswerable SQuAD v2 questions (their paragraph does not
-hold the answer) teach the fixed reply `NOT_IN_CONTEXT`. Distractor paragraphs from the same article are
-mixed in, shuffled, so the model must find the right passage, as it must after retrieval.
-
-NOTE: this prompt does NOT yet match the RAG pipeline's (ember.retrieval.rag.RagPipeline.build_prompt, merged
-since: passages go in the system message after its own SYSTEM_PROMPT, as "[n] (source, where)\ntext", the
-user message is the bare question, and its refusal wording differs). model/ cannot import retrieval/, so the
-next step is to mirror that layout here, test the equality in tests/ (which may import both), and retrain.
+The prompt is the RAG prompt, built by the same function the serving pipeline uses
+(`ember.model.prompts.rag_messages`: system rules, worked examples, numbered passages with their labels, the
+question last), so training and serving cannot drift; tests/model/train/test_grounded_prompt.py checks that a
+served prompt and a training prompt are the same messages. The answer is the shortest gold span and its
+passage's number ("Denver Broncos [2]"); unanswerable SQuAD v2 questions (their paragraph does not hold the
+answer) teach `prompts.REFUSAL`. Distractor paragraphs from the same article are mixed in, shuffled, so the
+model must find the right passage, as it must after retrieval.
 """
 
 from __future__ import annotations
@@ -20,20 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ember.model import prompts
 from ember.model.chat_template import Message
 from ember.model.errors import ConfigError
 
-NOT_IN_CONTEXT = "The answer is not in the context."
-SYSTEM = ("Answer the question using only the numbered context passages. Reply with the shortest exact answer "
-          f"copied from the passages, not a sentence. If the passages do not contain the answer, reply exactly: "
-          f"{NOT_IN_CONTEXT}")
+NOT_IN_CONTEXT = prompts.REFUSAL
 
 
-def grounded_messages(passages: Sequence[str], question: str) -> list[Message]:
-    """System + user messages of a grounded question (the prompt, without the answer)."""
-    context = "\n\n".join(f"[{i}] {p.strip()}" for i, p in enumerate(passages, 1))
-    return [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question.strip()}"}]
+def grounded_messages(passages: Sequence[str], question: str, title: str = "") -> list[Message]:
+    """System + user messages of a grounded question (the prompt, without the answer): the serving prompt."""
+    return prompts.rag_messages([prompts.PromptPassage(p, title) for p in passages], question)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +76,9 @@ def grounded_examples(items: Iterable[QAItem], max_distractors: int = 1, unanswe
         others = [c for c in by_title[it.title] if c != it.context] if it.answers else []
         passages = [it.context, *rng.sample(others, min(len(others), rng.randint(0, max_distractors)))]
         rng.shuffle(passages)
-        answer = it.answers[0] if it.answers else NOT_IN_CONTEXT
-        out.append([*grounded_messages(passages, it.question), {"role": "assistant", "content": answer}])
+        answer = prompts.grounded_answer(min(it.answers, key=len) if it.answers else None,
+                                         passages.index(it.context) + 1 if it.answers else None)
+        out.append([*grounded_messages(passages, it.question, it.title), {"role": "assistant", "content": answer}])
     return out
 
 

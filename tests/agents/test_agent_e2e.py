@@ -63,3 +63,17 @@ def test_ember_agent_cli_answers_a_time_zone_question_with_the_real_model(tmp_pa
     served = json.loads(calls[0].observation)["datetime"]  # what mcp-server-time answered, e.g. 2026-...+09:00
     assert re.search(r"T(\d\d:\d\d)", served).group(1) in (trace.answer or "")  # type: ignore[union-attr]
     assert "[1] (" in out.stdout and "answered" in out.stdout
+
+
+@pytest.mark.slow
+def test_issue_15_arithmetic_does_not_end_in_parse_error(tmp_path: Path, smollm2_folder: Path) -> None:
+    """`ember agent "What is 12.5 * 8 + 3?" --max-steps 4` ended parse_error: SmolLM2's Thought ran on with
+    digits until max_tokens and the calculator got English. The Thought is capped and the expression is held to
+    arithmetic characters by the grammar, so every reply parses and every call is arithmetic."""
+    (tmp_path / "ember.toml").write_text(f'model = "smollm2"\ndata_dir = "{smollm2_folder.parents[1]}"\n'
+                                         f'[engine]\nkv_cache_mb = 128\nmax_model_len = 2048\n')
+    out = run("agent", "What is 12.5 * 8 + 3?", "--max-steps", "4", "--trace", "trace.json", cwd=tmp_path)
+    trace = Trace.load(tmp_path / "trace.json")
+    assert trace.status != "parse_error" and all(s.kind != "malformed" for s in trace.steps), out.stdout
+    calls = [s for s in trace.steps if s.kind == "action" and s.tool == "calculator"]
+    assert calls and all(re.fullmatch(r"[0-9 .,+\-*/%()^a-z]+", s.arguments["expression"]) for s in calls)

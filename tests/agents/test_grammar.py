@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ember.agents.builtins import basic_tools
+from ember.agents.builtins import EXPRESSION_PATTERN, basic_tools
 from ember.agents.grammar import GrammarError, ToolGrammar, call_schema, lark_grammar
 from ember.agents.parsing import parse_reply
 from ember.agents.tools import Tool
@@ -37,7 +37,8 @@ def test_grammar_from_the_tools_schemas() -> None:
     names = [o["properties"]["name"]["const"] for o in schema["anyOf"]]
     assert names == ["calculator", "current_time", "convert"]
     expression = schema["anyOf"][0]["properties"]["arguments"]["properties"]["expression"]
-    assert expression["maxLength"] == 100 and expression["type"] == "string"
+    assert expression["maxLength"] == 120 and expression["type"] == "string"
+    assert expression["pattern"] == EXPRESSION_PATTERN  # the calculator takes arithmetic, not English
     assert lark_grammar(tools(), "react").startswith('start: "Thought: " THOUGHT')
     with pytest.raises(GrammarError, match="no tools"):
         call_schema([])
@@ -104,3 +105,13 @@ def test_mask_admits_the_grammar_and_nothing_else(tokenizer: Tokenizer) -> None:
     assert final[EOS] and final.sum() == 1  # a complete call: only the end of the reply
     with pytest.raises(GrammarError, match="matcher failed"):  # tokens the mask forbade: a bug upstream
         grammar.processor()(tokenizer.encode('{"name": "weather"', add_special_tokens=False), torch.zeros(49152))
+
+
+def test_calculator_refuses_english_before_it_runs() -> None:
+    from ember.agents.builtins import calculator_tool
+    from ember.agents.tools import ToolError
+
+    calc = calculator_tool()
+    assert calc.validate({"expression": "12.5 * 8 + 3"}) == {"expression": "12.5 * 8 + 3"}
+    with pytest.raises(ToolError):
+        calc.validate({"expression": "Twelve point five times eight"})

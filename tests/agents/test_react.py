@@ -105,30 +105,69 @@ TOOLS_TEMPLATE = (
 
 
 class ScriptedNativeBackend(ScriptedBackend):
-    """A scripted backend whose tokenizer's chat template takes `tools`: the agent uses the native format."""
+    """A scripted backend whose tokenizer's chat template takes `tools` and which returns tool calls (as our
+    engine does: the template renders the tools, the reply is read by the real `ToolCallParser`)."""
 
     def __init__(self, replies: list[Any], tokenizer: Any) -> None:
         super().__init__(replies)
         self.tokenizer = tokenizer
-        self.capabilities = Capabilities(tokenizer=tokenizer)
+        self.capabilities = Capabilities(tokenizer=tokenizer, tool_calls=True)
         self.prompts: list[str] = []
+        self.options: list[Any] = []
 
-    def generate(self, prompts: list[Any], params: Any) -> list[Any]:
-        self.prompts.append(self.tokenizer.decode(prompts[0], skip_special_tokens=False))
-        return [self.chat([], params)]
+    def chat(self, messages: list[Any], params: Any, options: Any = None) -> Any:
+        from dataclasses import replace
+
+        from ember.model.tool_calls import ToolCallParser, render_messages
+
+        assert options is not None  # the native format always offers the tools
+        chat, tools = render_messages(messages, options, native_tools=True)
+        self.prompts.append(self.tokenizer.apply_chat_template(chat, add_generation_prompt=True, tools=tools))
+        self.options.append(options)
+        c = super().chat(messages, params)
+        parser = ToolCallParser({t.name for t in options.tools})
+        parser.feed(c.text)
+        parser.finish()
+        return replace(c, text=parser.content, tool_calls=list(parser.calls))
 
 
-def test_native_tool_call_format(smollm2_folder: Path) -> None:
+CALC = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
+FINAL = '<tool_call>\n{"name": "final_answer", "arguments": {"answer": "42"}}\n</tool_call>'
+
+
+def native_backend(smollm2_folder: Path, replies: list[Any]) -> ScriptedNativeBackend:
     from ember.model.tokenizer import Tokenizer
 
     tokenizer = Tokenizer.load(smollm2_folder)
     tokenizer.chat_template = TOOLS_TEMPLATE
-    call = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6*7"}}\n</tool_call>'
-    backend = ScriptedNativeBackend([call, "The answer is 42."], tokenizer)
+    return ScriptedNativeBackend(replies, tokenizer)
+
+
+def test_native_tool_call_format(smollm2_folder: Path) -> None:
+    backend = native_backend(smollm2_folder, [CALC, FINAL])
     agent = Agent(backend, basic_tools(), AgentConfig(max_steps=3))
     assert agent.format == "native" and not agent.constrained
     trace = agent.run("What is 6*7?")
-    assert trace.status == "answered" and trace.answer == "The answer is 42." and trace.format == "native"
-    assert backend.prompts[0].startswith("<|im_start|>system\nTools: calculator current_time")
-    assert trace.messages[2] == {"role": "tool", "name": "calculator", "content": "42"}
+    assert trace.status == "answered" and trace.answer == "42" and trace.format == "native"
+    # every reply must call a tool (the answer is the final_answer tool), one call per reply
+    assert [t.name for t in backend.options[0].tools] == ["calculator", "current_time", "final_answer"]
+    assert backend.options[0].tool_choice == "required" and not backend.options[0].parallel_tool_calls
+    assert backend.prompts[0].startswith("<|im_start|>system\nTools: calculator current_time final_answer")
+    assert trace.messages[2]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": {"expression": "6*7"}}
+    assert trace.messages[3] == {"role": "tool", "tool_call_id": "call_1", "name": "calculator", "content": "42"}
     assert "<|im_start|>tool\n42<|im_end|>" in backend.prompts[1]
+    assert trace.steps[0].kind == "action" and trace.steps[1].kind == "final" and trace.steps[1].answer == "42"
+    assert "Final Answer: 42" in trace.render() and "calculator" in trace.steps[0].output
+
+
+def test_native_repeated_call_forces_the_final_answer(smollm2_folder: Path) -> None:
+    backend = native_backend(smollm2_folder, [CALC, CALC, FINAL])
+    trace = Agent(backend, basic_tools(), AgentConfig(max_steps=4)).run("What is 6*7?")
+    assert trace.status == "answered" and trace.answer == "42"
+    assert [o.tool_choice for o in backend.options] == ["required", "required", "final_answer"]
+
+
+def test_native_plain_text_reply_is_the_answer(smollm2_folder: Path) -> None:
+    backend = native_backend(smollm2_folder, ["Answer: 42"])  # a backend that does not force the call
+    trace = Agent(backend, basic_tools(), AgentConfig(max_steps=2)).run("What is 6*7?")
+    assert trace.status == "answered" and trace.answer == "42"

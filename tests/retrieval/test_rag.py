@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ember.model import prompts
 from ember.model.backends.base import Delta
 from ember.model.backends.ember import EmberBackend
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
@@ -39,9 +40,9 @@ def test_answer_with_citations(retriever: Retriever, backend: EmberBackend) -> N
     assert top.n == 1 and Path(top.source).name == "server.md" and top.headings[-1] == "API keys"
     assert top.start < top.end and "ember keys create" in top.text and top.relevance >= rag.config.min_score
     # the prompt is the model's chat template input: our system prompt, numbered passages, the question last
-    assert ans.messages[0]["role"] == "system" and ans.messages[0]["content"].startswith(rag.config.system_prompt)
-    assert "[1] (server.md, The Ember server › API keys)" in ans.messages[0]["content"]
-    assert ans.messages[-1] == {"role": "user", "content": "How do I create an API key for the server?"}
+    assert ans.messages[0] == {"role": "system", "content": rag.config.system_prompt}
+    assert "[1] (server.md › The Ember server › API keys)" in ans.messages[-1]["content"]
+    assert ans.messages[-1]["content"].endswith("\n\nQuestion: How do I create an API key for the server?")
     assert ans.dropped_chunk_ids == [] and ans.query == "How do I create an API key for the server?"
 
 
@@ -68,8 +69,8 @@ def test_tiny_budget_drops_passages_but_never_the_question(retriever: Retriever,
     assert p.tokens <= budget and base.tokens < p.tokens
     assert [h.chunk.id for h, _ in p.used] + p.dropped_chunk_ids == [h.chunk.id for h, _ in got.passages] or \
         sorted([h.chunk.id for h, _ in p.used] + p.dropped_chunk_ids) == sorted(h.chunk.id for h, _ in got.passages)
-    assert p.dropped_chunk_ids and p.messages[-1]["content"] == question
-    assert p.messages[0]["content"].startswith(tiny.config.system_prompt)
+    assert p.dropped_chunk_ids and p.messages[-1]["content"].endswith(f"Question: {question}")
+    assert p.messages[0]["content"] == tiny.config.system_prompt
     ans = tiny.answer(question, params=SamplingParams(max_tokens=16, temperature=0))
     assert ans.dropped_chunk_ids == p.dropped_chunk_ids
     assert len(ans.citations) == len(p.used)
@@ -87,7 +88,7 @@ def test_history_turns_that_do_not_fit_are_counted(retriever: Retriever, backend
     history = [{"role": "user", "content": "word " * 400}, {"role": "assistant", "content": "ok " * 400},
                {"role": "user", "content": "Tell me about the engine."}, {"role": "assistant", "content": "Sure."}]
     p = rag.build_prompt("What is prefix caching?", got.passages[:1], history)
-    kept = p.messages[1:-1]
+    kept = p.messages[1 + 2 * len(prompts.DEMOS):-1]  # after the system prompt and the worked examples
     assert kept == history[len(history) - len(kept):] and p.dropped_turns == len(history) - len(kept) > 0
 
 
@@ -118,7 +119,7 @@ def test_follow_up_is_rewritten_with_the_history(retriever: Retriever, backend: 
     assert query.endswith("And how do I revoke it?") and "API key" in query  # the rewrite keeps the user's words
     ans = rag.answer("And how do I revoke it?", history)
     assert ans.query == query and Path(ans.citations[0].source).name == "server.md"
-    assert ans.messages[1:3] == history  # the conversation goes to the model too
+    assert ans.messages[-3:-1] == history  # the conversation goes to the model too, before the question
     assert rag.standalone_query("And how do I revoke it?") == "And how do I revoke it?"  # no history: as is
 
 

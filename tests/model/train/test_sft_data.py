@@ -76,9 +76,13 @@ def test_grounded_examples_from_squad_v2() -> None:
     replies = [conv[-1]["content"] for conv in examples]
     refusals = sum(r == NOT_IN_CONTEXT for r in replies)
     assert 0.2 < refusals / len(examples) <= 0.25
-    for conv in examples[:200]:  # every answer is in one of the passages of its prompt
-        if conv[-1]["content"] != NOT_IN_CONTEXT:
-            assert conv[-1]["content"] in conv[1]["content"]
-    assert all(conv[0]["role"] == "system" and "Question: " in conv[1]["content"] for conv in examples)
+    for conv in examples[:200]:  # every answer is in the passage it cites, numbered as in the prompt
+        reply = conv[-1]["content"]
+        if reply != NOT_IN_CONTEXT:
+            answer, n = reply.rsplit(" [", 1)
+            passage = conv[-2]["content"].split(f"[{n[:-1]}] (", 1)[1].split("\n\n[", 1)[0]
+            assert answer in passage
+    assert all(conv[0]["role"] == "system" and conv[-2]["content"].rsplit("\n\n", 1)[1].startswith("Question: ")
+               for conv in examples)
     held_out = grounded_examples(items, exclude_titles={items[0].title})
-    assert all(items[0].context not in conv[1]["content"] for conv in held_out)
+    assert all(items[0].context not in conv[-2]["content"] for conv in held_out)

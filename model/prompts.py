@@ -1,0 +1,148 @@
+"""Every prompt Ember sends a model for a product task: RAG answers, the agent, and grounded-QA fine-tuning.
+
+One module so that serving and training cannot drift: the RAG pipeline (`ember.retrieval.rag`), the ReAct
+agent (`ember.agents.react`), the eval harness and the grounded-QA SFT data (`ember.model.train.grounded`)
+all build their messages here, and tests compare what each sends with these functions.
+
+RAG layout: a system message with the rules, then (after any history) one user message with the numbered
+passages and the question last. The answer comes first and short, cites passages as [n], and a question the
+passages do not answer gets exactly `REFUSAL`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Message = dict[str, Any]
+
+# ---- RAG (serving) and grounded QA (training) ---------------------------------------------------------------
+
+REFUSAL = "The documents do not say."
+RAG_SYSTEM = (
+    "You are Ember. You answer questions using only the numbered passages in the user's message.\n"
+    "- Put the answer first. Keep it short: a few words when a phrase answers the question, one to three "
+    "sentences for how-to questions. Copy names, numbers, commands and settings exactly as the passages write "
+    "them; never invent any.\n"
+    "- After the answer, cite the passage it comes from, like [1].\n"
+    f"- If the passages do not contain the answer, reply exactly: {REFUSAL}"
+)
+_CITE = re.compile(r"\[(\d{1,3})(?:\s*,\s*\d{1,3})*\]")
+_CITE_ALL = re.compile(r"\d{1,3}")
+_REFUSAL_WORDS = re.compile(r"\b(documents?|passages?|context)\s+(do|does)\s+not\s+(say|contain|mention)|"
+                            r"\bnot\s+(in|mentioned in)\s+the\s+(documents?|passages?|context)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptPassage:
+    text: str
+    label: str = ""  # where it comes from, shown after its number: "server.md › API keys", an article title
+
+
+def passages_block(passages: Sequence[PromptPassage]) -> str:
+    """`[1] (label)\\ntext` per passage, numbered from 1 in the order given (the retriever's rank)."""
+    parts = []
+    for n, p in enumerate(passages, 1):
+        head = f"[{n}] ({p.label})" if p.label else f"[{n}]"
+        parts.append(f"{head}\n{p.text.strip()}")
+    return "\n\n".join(parts)
+
+
+def rag_user(passages: Sequence[PromptPassage], question: str) -> str:
+    return f"Passages:\n\n{passages_block(passages)}\n\nQuestion: {question.strip()}"
+
+
+# Two worked turns before the real question: small models follow a shown format far better than a described
+# one. Invented text, so no evaluation example leaks into the prompt.
+_DEMO_PASSAGES = (
+    PromptPassage("Lake Ontario is the smallest of the Great Lakes by surface area, 18,960 square kilometres. Its "
+                  "main outlet is the Saint Lawrence River.", "Lake Ontario"),
+    PromptPassage("To stop the service, run `svc stop --all`. Logs are kept for 30 days in `/var/log/svc`.",
+                  "svc.md › Operations"),
+)
+DEMOS: tuple[tuple[str, str], ...] = (
+    ("What river drains Lake Ontario?", "The Saint Lawrence River [1]"),
+    ("How long are the logs kept?", "30 days, in `/var/log/svc` [2]"),
+    ("Who discovered Lake Ontario?", REFUSAL),
+)
+
+
+def demo_messages() -> list[Message]:
+    out: list[Message] = []
+    for question, answer in DEMOS:
+        out += [{"role": "user", "content": rag_user(_DEMO_PASSAGES, question)},
+                {"role": "assistant", "content": answer}]
+    return out
+
+
+def rag_messages(passages: Sequence[PromptPassage], question: str, history: Iterable[Message] = (),
+                 system: str = RAG_SYSTEM, demos: bool = True) -> list[Message]:
+    """The whole RAG prompt: system rules, the worked examples, earlier turns, then passages and the question."""
+    return [{"role": "system", "content": system}, *(demo_messages() if demos else []), *history,
+            {"role": "user", "content": rag_user(passages, question)}]
+
+
+def grounded_answer(answer: str | None, cite: int | None) -> str:
+    """The reply grounded SFT teaches: the answer and its passage's number, or `REFUSAL` (answer None)."""
+    if answer is None:
+        return REFUSAL
+    return f"{answer.strip()} [{cite}]" if cite is not None else answer.strip()
+
+
+def cited_numbers(text: str) -> set[int]:
+    """Passage numbers the answer cites: [2], [1, 3]."""
+    return {int(n) for m in _CITE.finditer(text) for n in _CITE_ALL.findall(m.group(0))}
+
+
+def strip_citations(text: str) -> str:
+    return re.sub(r"\s*" + _CITE.pattern, "", text).strip()
+
+
+def is_refusal(text: str) -> bool:
+    """The answer says the documents do not hold the answer (the exact `REFUSAL`, or close wording of it)."""
+    t = " ".join(text.split())
+    return t.lower().startswith(REFUSAL.lower()[:-1]) or bool(_REFUSAL_WORDS.search(t[:200]))
+
+
+# ---- agents -------------------------------------------------------------------------------------------------
+
+AGENT_REACT_SYSTEM = """You solve the user's task step by step, using tools.
+
+Tools (call one at a time; "arguments" must follow the tool's JSON schema):
+{tools}
+
+Each reply is one Thought line and then one Action line with a JSON tool call, or one Final Answer.
+Example with a weather tool:
+Thought: I need the weather in Paris, so I call the weather tool.
+Action: {{"name": "get_weather", "arguments": {{"city": "Paris"}}}}
+Observation: {{"temperature_c": 18}}
+Thought: The observation answers the question.
+Final Answer: It is 18 °C in Paris."""
+
+AGENT_NATIVE_SYSTEM = (
+    "You solve the user's task with the tools. Call one tool at a time and read its result before you go on.\n"
+    "- Arithmetic: call calculator with the expression in numbers and operators only, e.g. \"(16 - 3 - 4) * 2\"; "
+    "one step of the problem per call.\n"
+    "- Facts: call search_collection with a short query (a name or a few keywords); when a result names another "
+    "person, place or thing you need, search for that next.\n"
+    "- When you know the answer, call final_answer with the answer alone, as short as possible (a name, a number, "
+    "yes or no)."
+)
+
+OBSERVATION = "Observation: {result}\n(If this answers the task, reply with a Thought and the Final Answer.)"
+CORRECTION = ('Your reply could not be parsed ({error}). Reply with "Thought: ..." and then either '
+              '"Action: {{\\"name\\": \\"<tool>\\", \\"arguments\\": {{...}}}}" or "Final Answer: ...".')
+
+
+def describe_tools(tools: Iterable[Any]) -> str:
+    """The tool list of the text ReAct prompt (objects with name, description and parameters)."""
+    return "\n".join(f"- {t.name}: {t.description}\n  arguments schema: {json.dumps(t.parameters)}" for t in tools)
+
+
+def agent_messages(task: str, tools: Iterable[Any], native: bool) -> list[Message]:
+    """The first messages of an agent run: natively the chat template lists the tools itself."""
+    system = AGENT_NATIVE_SYSTEM if native else AGENT_REACT_SYSTEM.format(tools=describe_tools(tools))
+    return [{"role": "system", "content": system}, {"role": "user", "content": task}]
