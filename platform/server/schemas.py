@@ -163,6 +163,10 @@ class CollectionCreate(Strict):
     name: Name
 
 
+class GrantRequest(Strict):
+    access: Literal["read", "write"] = "read"
+
+
 class SearchRequest(Strict):
     query: Text = Field(min_length=1)
     k: int | None = Field(None, ge=1, le=100)

@@ -201,6 +201,12 @@ class UserStore:
         if self.access(principal, collection) != "owner":
             raise AccessDeniedError(f"only the owner of collection {collection!r} or an admin may delete it")
 
+    def check_share(self, principal: Principal, collection: str) -> None:
+        """Only a collection's owner (or an admin) decides who else may use it."""
+        self.check_read(principal, collection)
+        if self.access(principal, collection) != "owner":
+            raise AccessDeniedError(f"only the owner of collection {collection!r} or an admin may change its grants")
+
     def check_create(self, principal: Principal) -> None:
         if principal.role == "viewer":
             raise AccessDeniedError(f"user {principal.name!r} is a viewer: viewers cannot create collections")

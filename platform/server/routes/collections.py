@@ -1,4 +1,5 @@
-"""Collections API: create, list, inspect, delete, upload files (ingested in the background), jobs, search."""
+"""Collections API: create, list, inspect, delete, upload files (ingested in the background), jobs, search, and
+the grants its owner gives other users (read or write)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ember.platform.server.errors import ApiError
 from ember.platform.server.routes.openai import principal_of, state_of
-from ember.platform.server.schemas import CollectionCreate, SearchRequest
+from ember.platform.server.schemas import CollectionCreate, GrantRequest, SearchRequest
 from ember.platform.server.uploads import receive_files
 from ember.platform.server.users import Principal
 from ember.retrieval import store
@@ -168,3 +169,43 @@ async def search(name: str, body: SearchRequest, request: Request) -> dict[str, 
                  "bm25_rank": h.bm25_rank} for h in hits]
 
     return {"object": "list", "data": await run_in_threadpool(run)}
+
+
+@router.get("/{name}/grants")
+async def list_grants(name: str, request: Request) -> dict[str, Any]:
+    """Who may use the collection: its owner and the users granted read or write (owner or admin only)."""
+    st, who = state_of(request), principal_of(request)
+
+    def run() -> dict[str, str]:
+        st.users.check_share(who, _name(name))
+        return st.users.grants(name)
+
+    grants = await run_in_threadpool(run)
+    return {"object": "list", "data": [{"user": u, "access": a} for u, a in grants.items()]}
+
+
+@router.put("/{name}/grants/{user}")
+async def grant(name: str, user: str, body: GrantRequest, request: Request) -> dict[str, Any]:
+    """Let `user` read (or write) the collection; the owner or an admin may."""
+    st, who = state_of(request), principal_of(request)
+
+    def run() -> None:
+        st.users.check_share(who, _name(name))
+        if name not in st.collection_names():
+            raise CollectionNotFoundError(f"no collection named {name!r}")
+        st.users.grant(name, user, body.access)
+
+    await run_in_threadpool(run)
+    return {"object": "collection.grant", "collection": name, "user": user, "access": body.access}
+
+
+@router.delete("/{name}/grants/{user}")
+async def revoke_grant(name: str, user: str, request: Request) -> dict[str, Any]:
+    st, who = state_of(request), principal_of(request)
+
+    def run() -> None:
+        st.users.check_share(who, _name(name))
+        st.users.revoke(name, user)
+
+    await run_in_threadpool(run)
+    return {"object": "collection.grant", "collection": name, "user": user, "deleted": True}

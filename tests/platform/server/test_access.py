@@ -70,6 +70,9 @@ def team(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         assert job["status"] == "done", job
         session = c.post("/v1/sessions", json={"title": "ed's", "collection": "shared"}).raise_for_status().json()
     st.users.grant("shared", "vi", "read")
+    for extra in ("gr1", "gr2"):  # grantees whose grants the owner and the admin take away in the table
+        st.users.create(extra, "viewer")
+        st.users.grant("shared", extra, "read")
     yield Team(server, keys, session["id"], job["id"])
     server.stop()
 
@@ -107,6 +110,12 @@ TABLE: dict[tuple[str, str], tuple[Callable[[str], Request], set[str], int | Non
     ("GET", "/v1/collections/{name}/jobs"): (lambda r: ("/v1/collections/shared/jobs", {}), READERS, 404),
     ("POST", "/v1/collections/{name}/search"): (lambda r: ("/v1/collections/shared/search",
                                                            {"json": {"query": "quokkas"}}), READERS, 404),
+    ("GET", "/v1/collections/{name}/grants"): (lambda r: ("/v1/collections/shared/grants", {}), {"boss", "ed"},
+                                               None),
+    ("PUT", "/v1/collections/{name}/grants/{user}"): (
+        lambda r: ("/v1/collections/shared/grants/gr1", {"json": {"access": "read"}}), {"boss", "ed"}, None),
+    ("DELETE", "/v1/collections/{name}/grants/{user}"): (
+        lambda r: (f"/v1/collections/shared/grants/{'gr2' if r == 'ed' else 'gr1'}", {}), {"boss", "ed"}, None),
     ("GET", "/v1/sessions"): (lambda r: ("/v1/sessions", {}), ALL, None),
     ("POST", "/v1/sessions"): (lambda r: ("/v1/sessions", {"json": {"title": r}}), ALL, None),
 }
@@ -136,6 +145,9 @@ def test_each_role_allowed_and_refused_on_every_route(team: Team) -> None:
     refused = {(role, method, url) for role, method, url, status in seen if status >= 400}
     assert ("vi", "POST", "/v1/collections/shared/files") in refused  # a viewer never uploads
     assert ("vi", "DELETE", "/v1/collections/shared") in refused      # nor deletes
+    assert {s for r, m, u, s in seen if r == "vi" and "/grants" in u} == {403}  # nor shares
+    assert {s for r, m, u, s in seen if r == "out" and "/grants" in u} == {404}
+    assert team.server.state.users.grants("shared") == {"ed": "owner", "vi": "read"}
 
     job = f"/v1/collections/shared/jobs/{team.job}"
     for role in ROLES:
