@@ -7,6 +7,11 @@ index files are reconciled with SQLite by chunk id: ids missing from a file are 
 stored in SQLite, ids SQLite no longer has are removed, and a file that is unreadable or was built for
 another embedder or kind is rebuilt. So a process killed at any point leaves a collection that opens
 consistent: every document is wholly its old or its new version, and the indexes match the rows.
+
+The rows live in SQLite by default, or in PostgreSQL (`database=` a postgresql:// URL, through the same
+`sql.Connection` seam), which several servers share: then each server's index files are its own local cache,
+and a search first compares the collection's generation (its change sequence) with the one it loaded and, when
+another server wrote since, catches up by chunk id (`catch_up`), reading only the chunks that changed.
 """
 
 from __future__ import annotations
