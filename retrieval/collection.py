@@ -347,9 +347,10 @@ class Collection:
                 texts += [c.text for c in d.chunks]
                 vectors += [c.vector for c in d.chunks]
             generation = store.bump_generation(self.con, self.name)
+            row = store.get_collection(self.con, self.name)  # read inside: another writer may commit right after
             self.events("committing")
-        self.row = store.get_collection(self.con, self.name) or self.row
-        assert self.row.generation == generation
+        assert row is not None and row.generation == generation
+        self.row = row
         self.events("committed")
         if behind:
             self.catch_up()

@@ -150,3 +150,39 @@ def test_an_unreachable_database_is_one_clear_error() -> None:
 
     with pytest.raises(sql.DatabaseError, match=r"cannot connect to postgresql://ember:\*\*\*@127.0.0.1:\d+/x"):
         sql.connect(f"postgresql://ember:secret@127.0.0.1:{free_port()}/x")
+
+
+def test_two_servers_writing_one_collection_at_once(pg_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """Writers on two servers queue on the collection's row; each ends with every chunk of both in its cache."""
+    import threading
+
+    a = Collection.create(tmp_path / "a", "busy", INFO, CollectionConfig(), database=pg_url)
+    b = Collection.open(tmp_path / "b", "busy", database=pg_url)
+    errors: list[BaseException] = []
+
+    def write(col: Collection, tag: str) -> None:
+        try:
+            with col.lock():
+                for i in range(15):
+                    col.apply([doc(f"{tag}-{i}.md", f"{tag} text {i}", f"{tag} more {i}")])
+                col.save()
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(c, t)) for c, t in ((a, "left"), (b, "right"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert not errors, errors
+        alive = set(store.chunk_ids(a.con, "busy").tolist())
+        assert len(alive) == 60 and a.counts() == (30, 60)
+        for col in (a, b):
+            col.refresh()
+            assert col.index is not None and set(col.index.ids().tolist()) == alive
+            assert col.row.generation == 30
+        assert b.search_bm25("left text 3", 1) and a.search_bm25("right more 7", 1)
+    finally:
+        a.close()
+        b.close()
