@@ -52,7 +52,11 @@ def create(ctx: typer.Context,
     user = users.create(name, role)
     console.print(f"Created user [bold]{user.name}[/] ({user.role}).")
     if key:
-        secret = keys.create(name, user=name)
+        try:
+            secret = keys.create(name, user=name)
+        except BaseException:
+            users.delete(name)  # all or nothing: no user left without the key the command promised
+            raise
         console.print(f"API key [bold]{name}[/] for {name}. It is shown only now; keep it somewhere safe:")
         typer.echo(secret)
 
