@@ -50,13 +50,13 @@ def create(ctx: typer.Context,
     ownership) to be seen, chat sessions are private, viewers cannot upload or delete."""
     users, keys = _stores(ctx)
     user = users.create(name, role)
+    try:
+        secret = keys.create(name, user=name) if key else None
+    except BaseException:
+        users.delete(name)  # all or nothing: no user left without the key the command promised
+        raise
     console.print(f"Created user [bold]{user.name}[/] ({user.role}).")
-    if key:
-        try:
-            secret = keys.create(name, user=name)
-        except BaseException:
-            users.delete(name)  # all or nothing: no user left without the key the command promised
-            raise
+    if secret is not None:
         console.print(f"API key [bold]{name}[/] for {name}. It is shown only now; keep it somewhere safe:")
         typer.echo(secret)
 
