@@ -132,6 +132,7 @@ class Collection:
             try:
                 with store.transaction(con):
                     store.insert_collection(con, row)
+                    store.forget_changes(con, name)  # left by a delete from before the change log
             except sql.IntegrityError:
                 con.close()
                 raise CollectionExistsError(f"collection {name!r} already exists") from None
@@ -185,6 +186,7 @@ class Collection:
         col = Collection.open(data_dir, name, database=database)
         with writer_lock(col.folder, f"collection {name!r}"), store.transaction(col.con):
             col.con.execute("DELETE FROM shadow_vectors WHERE collection = ?", (name,))
+            store.forget_changes(col.con, name)  # a new collection of that name counts generations from 0
             col.con.execute("DELETE FROM collections WHERE name = ?", (name,))
         shutil.rmtree(col.folder, ignore_errors=True)
         col.close()
@@ -300,14 +302,23 @@ class Collection:
             self.row = row
             self.load_indexes(force=True)
         elif row.generation != self.row.generation:
-            self.row = row
-            self.catch_up()
+            since, self.row = self.row.generation, row
+            self.catch_up(since)
 
-    def catch_up(self) -> None:
-        """Bring the in-memory indexes in line with the database by chunk id: the generation is the
-        collection's change sequence, so this runs only after another writer (another process, or another
-        server on the same PostgreSQL) committed; it reads only the chunks that changed, never the files."""
+    def catch_up(self, since: int | None = None) -> None:
+        """Bring the in-memory indexes in line with the database after another writer (another process, or
+        another server on the same PostgreSQL) committed. The generation is the collection's change sequence:
+        from generation `since` on, the change log says which chunks each generation added and removed, and
+        only those are read. Without a complete log (pruned, a re-embed, `since` unknown) every chunk id is
+        compared instead; the index files are never read."""
         assert self.index is not None and self.bm25 is not None
+        log = None if since is None else store.changes_since(self.con, self.name, since, self.row.generation)
+        if log is not None:
+            for added, removed in log:
+                self._replay(added, removed)
+            if self.index_spec(self.index.ntotal).kind != self.index.spec.kind:
+                self.load_indexes(force=True)
+            return
         alive = store.chunk_ids(self.con, self.name)
         if self.index_spec(len(alive)).kind != self.index.spec.kind:
             self.load_indexes(force=True)
@@ -326,6 +337,24 @@ class Collection:
             rows = store.chunk_texts(self.con, missing_bm25)
             self.bm25.add([r[0] for r in rows], [r[1] for r in rows])
 
+    def _replay(self, added: np.ndarray, removed: np.ndarray) -> None:
+        """One generation of the change log on the in-memory indexes (ids already there are not added twice;
+        chunks added and removed again since are simply not found)."""
+        assert self.index is not None and self.bm25 is not None
+        if removed.size:
+            self.index.remove(removed)
+            self.bm25.remove(removed)
+        new = np.setdiff1d(added, self.index.ids())
+        if new.size:
+            got = store.vectors_for(self.con, new, self.row.dim)
+            if got[0].size:
+                self.index.add(*got)
+        new_bm25 = np.setdiff1d(added, self.bm25.ids)
+        if new_bm25.size:
+            rows = store.chunk_texts(self.con, new_bm25)
+            if rows:
+                self.bm25.add([r[0] for r in rows], [r[1] for r in rows])
+
     # writing (callers hold `lock()`) ----------------------------------------------------------------------
     def apply(self, docs: Sequence[PreparedDocument], remove: Sequence[int] = ()) -> list[int]:
         """Add documents and delete document rows in one transaction, then update the in-memory indexes."""
@@ -337,7 +366,8 @@ class Collection:
             seen = store.lock_collection(self.con, self.name)  # PostgreSQL: writers of one collection queue here
             if seen is None:
                 raise CollectionNotFoundError(f"collection {self.name!r} was deleted")
-            behind = seen != self.row.generation  # another server wrote since we last looked
+            since = self.row.generation
+            behind = seen != since  # another server wrote since we last looked
             if remove or replaced:
                 gone_ids = store.chunk_ids(self.con, self.name, [*remove, *replaced])
                 store.delete_documents(self.con, [*remove, *replaced])
@@ -347,13 +377,14 @@ class Collection:
                 texts += [c.text for c in d.chunks]
                 vectors += [c.vector for c in d.chunks]
             generation = store.bump_generation(self.con, self.name)
+            store.log_change(self.con, self.name, generation, new_ids, gone_ids)
             row = store.get_collection(self.con, self.name)  # read inside: another writer may commit right after
             self.events("committing")
         assert row is not None and row.generation == generation
         self.row = row
         self.events("committed")
-        if behind:
-            self.catch_up()
+        if behind:  # replay every generation since ours, this write's included
+            self.catch_up(since)
             return new_ids
         self.index.remove(gone_ids)
         self.bm25.remove(gone_ids)

@@ -179,7 +179,20 @@ CREATE TABLE IF NOT EXISTS shadow_vectors (
     PRIMARY KEY (collection, chunk_id)
 )
 """
-MIGRATIONS: dict[str, sql.Migrations] = {"sqlite": [SCHEMA], "postgresql": [PG_SCHEMA]}
+# The change log: what each generation of a collection added and removed (chunk ids, int64 bytes), so a
+# server whose cache is a few generations behind reads just those chunks. Pruned to the last CHANGES_KEPT.
+CHANGES = """
+CREATE TABLE IF NOT EXISTS chunk_changes (
+    collection TEXT NOT NULL,
+    generation BIGINT NOT NULL,
+    added {blob} NOT NULL,
+    removed {blob} NOT NULL,
+    PRIMARY KEY (collection, generation)
+)
+"""
+CHANGES_KEPT = 1000
+MIGRATIONS: dict[str, sql.Migrations] = {"sqlite": [SCHEMA, CHANGES.format(blob="BLOB")],
+                                         "postgresql": [PG_SCHEMA, CHANGES.format(blob="BYTEA")]}
 
 
 def connect(database: Path | str) -> Connection:
@@ -217,6 +230,28 @@ def insert_collection(con: Connection, row: CollectionRow) -> None:
     con.execute("INSERT INTO collections VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (row.name, row.embedder_id, row.embedder_spec, row.dim, int(row.normalized), row.metric, row.kind,
                  row.chunk_size, row.chunk_overlap, row.generation, row.created_at, row.updated_at))
+
+
+def log_change(con: Connection, name: str, generation: int, added: Sequence[int], removed: np.ndarray) -> None:
+    """Record what `generation` changed (inside the writer's transaction), and forget old generations."""
+    con.execute("INSERT INTO chunk_changes (collection, generation, added, removed) VALUES (?, ?, ?, ?)",
+                (name, generation, np.asarray(added, "<i8").tobytes(), np.asarray(removed, "<i8").tobytes()))
+    con.execute("DELETE FROM chunk_changes WHERE collection = ? AND generation <= ?", (name, generation - CHANGES_KEPT))
+
+
+def changes_since(con: Connection, name: str, generation: int, upto: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """(added, removed) chunk ids of each generation after `generation` up to `upto`, in order; None when the
+    log does not have every one of them (pruned, or a writer that keeps no log, such as a re-embed)."""
+    rows = con.execute("SELECT generation, added, removed FROM chunk_changes WHERE collection = ? AND generation > ? "
+                       "AND generation <= ? ORDER BY generation", (name, generation, upto)).fetchall()
+    if [int(r[0]) for r in rows] != list(range(generation + 1, upto + 1)):
+        return None
+    return [(np.frombuffer(bytes(r[1]), "<i8").astype(np.int64), np.frombuffer(bytes(r[2]), "<i8").astype(np.int64))
+            for r in rows]
+
+
+def forget_changes(con: Connection, name: str) -> None:
+    con.execute("DELETE FROM chunk_changes WHERE collection = ?", (name,))
 
 
 def bump_generation(con: Connection, name: str) -> int:

@@ -104,7 +104,8 @@ def test_migrations_run_once_and_are_recorded(database: str | None, tmp_path: Pa
         con = store.connect(target)
         try:
             assert sql.migrate(con, "retrieval", store.MIGRATIONS) == len(store.MIGRATIONS[con.dialect])
-            assert con.execute("SELECT version FROM ember_schema WHERE component = 'retrieval'").fetchone()[0] == 1
+            version = con.execute("SELECT version FROM ember_schema WHERE component = 'retrieval'").fetchone()[0]
+            assert version == len(store.MIGRATIONS["sqlite"]) == len(store.MIGRATIONS["postgresql"])
         finally:
             con.close()
 
@@ -183,6 +184,33 @@ def test_two_servers_writing_one_collection_at_once(pg_url: str, tmp_path: Path)
             assert col.index is not None and set(col.index.ids().tolist()) == alive
             assert col.row.generation == 30
         assert b.search_bm25("left text 3", 1) and a.search_bm25("right more 7", 1)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_catch_up_reads_the_change_log_and_does_without_it(database: str | None, tmp_path: Path) -> None:
+    dir_a, dir_b = shared(database, tmp_path)
+    a = Collection.create(dir_a, "log", INFO, CollectionConfig(), database=database)
+    b = Collection.open(dir_b, "log", database=database)
+    try:
+        b.refresh()
+        for round_ in range(2):  # with the log, then with the log gone (pruned): the same result
+            with a.lock():
+                a.apply([doc(f"r{round_}-x.md", f"round {round_} xylophone")])
+                old = a.documents()[f"r{round_}-x.md"].id
+                a.apply([doc(f"r{round_}-x.md", f"round {round_} zither", replaces=old)])
+            gen = a.row.generation
+            log = store.changes_since(a.con, "log", gen - 2, gen)
+            assert log is not None and len(log) == 2 and log[1][1].size == 1  # the second removed one chunk
+            if round_ == 1:
+                store.forget_changes(a.con, "log")
+                assert store.changes_since(a.con, "log", gen - 2, gen) is None
+            b.refresh()
+            alive = set(store.chunk_ids(b.con, "log").tolist())
+            assert b.index is not None and {i for i in b.index.ids().tolist() if i not in b.index.deleted} == alive
+            assert all(i in alive for i, _ in b.search_bm25(f"round {round_} xylophone", 3))  # the replaced is gone
+            assert next(b.chunks([i])[i].text for i, _ in b.search_bm25("zither", 1)).endswith("zither")
     finally:
         a.close()
         b.close()
