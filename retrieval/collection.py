@@ -11,7 +11,8 @@ consistent: every document is wholly its old or its new version, and the indexes
 The rows live in SQLite by default, or in PostgreSQL (`database=` a postgresql:// URL, through the same
 `sql.Connection` seam), which several servers share: then each server's index files are its own local cache,
 and a search first compares the collection's generation (its change sequence) with the one it loaded and, when
-another server wrote since, catches up by chunk id (`catch_up`), reading only the chunks that changed.
+another server wrote since, catches up (`catch_up`): the change log (`chunk_changes`) says which chunk ids
+each generation added and removed, and only those chunks are read.
 """
 
 from __future__ import annotations
