@@ -174,7 +174,24 @@ def read_gsm8k(path: Path) -> list[Example]:
     return out
 
 
-FORMATS = ("jsonl", "squad", "beir", "mmlu_csv", "choice_jsonl", "scitldr", "gsm8k")
+def read_hotpot(path: Path) -> tuple[list[Example], Corpus]:
+    """HotpotQA (official JSON list: question, answer, context [[title, sentences]], supporting_facts): the
+    questions, and every context paragraph of the file as the corpus (id = its title), for an agent to search."""
+    try:
+        rows = json.loads(_open(path).read_text(encoding="utf-8"))
+        examples, docs = [], {}
+        for row in rows:
+            for title, sentences in row["context"]:
+                docs.setdefault(title, (title, "".join(sentences).strip()))
+            gold = {title: 1 for title, _ in row.get("supporting_facts", [])}
+            examples.append(Example(str(row["_id"]), row["question"], (row["answer"],), qrels=gold,
+                                    metadata={"type": row.get("type", ""), "level": row.get("level", "")}))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise DatasetError(f"{path}: not a HotpotQA JSON file ({e})") from None
+    return examples, Corpus(docs)
+
+
+FORMATS = ("jsonl", "squad", "beir", "mmlu_csv", "choice_jsonl", "scitldr", "gsm8k", "hotpot")
 
 
 def load(format: str, path: Path, split: str = "test") -> tuple[list[Example], Corpus | None]:
@@ -193,4 +210,6 @@ def load(format: str, path: Path, split: str = "test") -> tuple[list[Example], C
         return read_scitldr(path), None
     if format == "gsm8k":
         return read_gsm8k(path), None
+    if format == "hotpot":
+        return read_hotpot(path)
     raise DatasetError(f"unknown dataset format {format!r}; use one of {', '.join(FORMATS)}")

@@ -1,9 +1,11 @@
 """Scores per example (natural units, 0-1) and the run's figures per task (percentages, like the field reports).
 
-Per-example metrics: exact_match, f1, numeric_match, rouge1/2/L/Lsum (F-measure), acc, acc_norm, recall@K, precision@K,
-mrr@K, ndcg@K, citation_precision. Corpus metrics, computed over all records of a task: bleu, chrf,
-perplexity. A metric that is undefined for an example (citation precision with no citation) is None and
-left out of the mean.
+Per-example metrics: exact_match, f1, numeric_match, rouge1/2/L/Lsum (F-measure), acc, acc_norm, recall@K,
+precision@K, mrr@K, ndcg@K, citation_precision, and for questions that may be unanswerable (no reference): refusal
+(the answer says the documents do not say; defined on unanswerable questions only) and false_refusal (the same, on
+answerable ones); exact_match and f1 are then defined on the answerable ones only. Corpus metrics, computed over
+all records of a task: bleu, chrf, perplexity. A metric that is undefined for an example (citation precision with
+no citation) is None and left out of the mean.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def _is_ranking(name: str) -> bool:
 
 
 def check_metrics(task: TaskConfig) -> None:
-    known = {"exact_match", "f1", "numeric_match", "acc", "acc_norm", "citation_precision", *rouge.ROUGE_TYPES,
+    known = {"exact_match", "f1", "numeric_match", "acc", "acc_norm", "citation_precision", "refusal",
+             "false_refusal", *rouge.ROUGE_TYPES,
              *CORPUS_METRICS}
     bad = [m for m in task.metric_names if m not in known and not _is_ranking(m)]
     if bad:
@@ -46,7 +49,16 @@ def grade(task: TaskConfig, ex: Example, pred: dict[str, Any]) -> dict[str, floa
         for k, s in rouge.score_multi(list(ex.references), text, wanted_rouge, task.stem).items():
             out[k] = s.fmeasure
     for m in names:
-        if m == "exact_match":
+        if m in ("exact_match", "f1", "numeric_match") and not ex.references:
+            out[m] = None  # an unanswerable question: scored by refusal, not by overlap
+        elif m in ("refusal", "false_refusal"):
+            refused = pred.get("refused")
+            if refused is None:
+                from ember.model.prompts import is_refusal
+
+                refused = is_refusal(pred.get("raw") or text)
+            out[m] = float(refused) if (m == "refusal") == (not ex.references) else None
+        elif m == "exact_match":
             out[m] = qa.best_over(qa.exact_match, text, ex.references)
         elif m == "f1":
             out[m] = qa.best_over(qa.f1, text, ex.references)

@@ -20,8 +20,18 @@ from ember.evals.cache import ResultsCache, example_key
 from ember.evals.datasets import Corpus, Example
 from ember.evals.grading import aggregate, check_metrics, grade
 from ember.evals.scoring import Scorer
+from ember.evals.split import take
 from ember.evals.suite import SuiteConfig, TaskConfig, fingerprint
-from ember.evals.targets import AgentTarget, ModelTarget, RagLike, RagTarget, RetrievalTarget, Searcher, Target
+from ember.evals.targets import (
+    AgentTarget,
+    GroundedTarget,
+    ModelTarget,
+    RagLike,
+    RagTarget,
+    RetrievalTarget,
+    Searcher,
+    Target,
+)
 from ember.model.backends.base import Backend
 from ember.model.errors import EmberError
 
@@ -38,6 +48,7 @@ class Resources:
     scorer: Scorer | None = None
     searcher_for: Callable[[TaskConfig, Corpus], Searcher] | None = None
     rag_for: Callable[[TaskConfig, Corpus], tuple[RagLike, dict[str, Any]]] | None = None
+    retriever_for: Callable[[TaskConfig, Corpus], tuple[Any, dict[str, Any]]] | None = None  # agent search tools
 
 
 @dataclass
@@ -63,7 +74,9 @@ class RunResult:
 
 
 def select(examples: list[Example], task: TaskConfig, limit: int | None, seed: int) -> list[Example]:
-    """The task's examples in a seed-fixed order, cut at the smaller cap. A larger cap extends a smaller one."""
+    """The task's part (tuning split, held-back rest, or all) in a seed-fixed order, cut at the smaller cap. A
+    larger cap extends a smaller one."""
+    examples = take(examples, task.part)
     if task.shuffle:
         examples = examples[:]
         random.Random(seed).shuffle(examples)
@@ -80,7 +93,16 @@ def make_target(suite: SuiteConfig, task: TaskConfig, corpus: Corpus | None, res
     if t.kind == "agent":
         if res.backend is None:
             raise EmberError("an agent target needs a backend")
-        return AgentTarget(res.backend, t, res.model_id, seed)
+        search = None
+        if "search" in t.tools:
+            if corpus is None or res.retriever_for is None:
+                raise EmberError(f"task {task.name!r}: the search tool needs a corpus and a retriever")
+            search = res.retriever_for(task, corpus)
+        return AgentTarget(res.backend, t, res.model_id, seed, search)
+    if t.kind == "grounded":
+        if res.backend is None:
+            raise EmberError("a grounded target needs a backend")
+        return GroundedTarget(res.backend, t, res.model_id, seed)
     if corpus is None:
         raise EmberError(f"task {task.name!r} has no corpus to search",
                          hint="Retrieval and RAG targets need a squad or beir dataset.")
@@ -107,7 +129,7 @@ def run_task(suite: SuiteConfig, task: TaskConfig, res: Resources, cache: Result
     chosen = select(examples, task, limit, seed)
     target = make_target(suite, task, corpus, res, seed)
     described = target.describe()
-    task_key = task.model_dump(exclude={"limit", "shuffle", "metrics"})
+    task_key = task.model_dump(exclude={"limit", "shuffle", "metrics", "part"})
     keys = [example_key(task_key, ex.id, described) for ex in chosen]
     todo = [(k, ex) for k, ex in zip(keys, chosen, strict=True) if k not in cache]
     done = len(chosen) - len(todo)

@@ -5,7 +5,7 @@ data folder the CLI is given (`--data-dir`, default `../shared/datasets`). Examp
 
     name = "squad-closed"
     [target]
-    kind = "model"            # model | rag | retrieval | agent
+    kind = "model"            # model | rag | retrieval | agent | grounded
     max_tokens = 32
     [[tasks]]
     name = "squad"
@@ -27,7 +27,7 @@ from ember.evals.datasets import FORMATS
 from ember.model.errors import ConfigError
 
 TaskKind = Literal["qa", "summarize", "choice", "retrieval", "perplexity"]
-TargetKind = Literal["model", "rag", "retrieval", "agent"]
+TargetKind = Literal["model", "rag", "retrieval", "agent", "grounded"]
 DEFAULT_METRICS: dict[str, list[str]] = {
     "qa": ["exact_match", "f1"],
     "summarize": ["rouge1", "rouge2", "rougeL", "rougeLsum"],
@@ -52,6 +52,7 @@ class TaskConfig(_Strict):
     metrics: list[str] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1)  # the suite's own cap; --limit caps further
     shuffle: bool = False  # sample with the run's seed instead of taking the first examples
+    part: Literal["all", "tune", "heldout"] = "all"  # the tuning split (ember.evals.split) or the held-back rest
     stem: bool = True  # ROUGE with Porter stemming
     choice_mode: Literal["loglikelihood", "letter"] = "loglikelihood"
     continuation: str = " {choice}"  # what is scored after the prompt in loglikelihood mode
@@ -78,6 +79,9 @@ class TargetConfig(_Strict):
     k: int = Field(default=5, ge=1)  # passages retrieved (retrieval, rag)
     max_steps: int = Field(default=8, ge=1)  # agent: model replies per task
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    refusal_bias: float = 0.0  # rag, grounded: RagConfig.refusal_bias (our engine)
+    tools: list[Literal["calculator", "current_time", "search"]] = Field(
+        default_factory=lambda: ["calculator", "current_time"])  # agent: "search" = the task's corpus as a collection
 
 
 class SuiteConfig(_Strict):

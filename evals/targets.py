@@ -1,4 +1,7 @@
-"""What a suite evaluates: a closed-book model, retrieval alone, a RAG pipeline, or a ReAct agent.
+"""What a suite evaluates: a closed-book model, retrieval alone, a RAG pipeline, a grounded reader, or an agent.
+
+"grounded" answers each question from its own gold paragraph with the RAG prompt (`ember.model.prompts`, the
+one the server sends, with the paragraph as the only passage): the reader alone, without retrieval.
 
 Every target turns a batch of `Example`s into `Prediction`s and describes itself as a dict, which goes into
 the results-cache key so a changed model, prompt or k re-runs instead of reusing stale answers.
@@ -6,16 +9,17 @@ the results-cache key so a changed model, prompt or k re-runs instead of reusing
 
 from __future__ import annotations
 
+import json
 import re
 import string
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from ember.evals.datasets import Example
 from ember.evals.scoring import Scorer
-from ember.evals.suite import TargetConfig, TaskConfig
+from ember.evals.suite import TargetConfig, TaskConfig, fingerprint
 from ember.model.backends.base import Backend
 from ember.model.errors import EmberError
 from ember.model.sampling_params import SamplingParams
@@ -41,6 +45,7 @@ class Prediction:
     cited: list[Passage] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the batch divided by its size
     raw: str | None = None  # the reply before scoring clean-up (RAG: with its [n] citation marks)
+    refused: bool | None = None  # rag, grounded: the answer is "the documents do not say"
 
 
 class Target(Protocol):
@@ -183,7 +188,8 @@ class RagTarget:
             ans = self.pipeline.answer(ex.input, params=params)
             used = [Passage(doc_id(x.source), x.text, float(x.score)) for x in ans.citations]
             cited = [p for p, x in zip(used, ans.citations, strict=True) if getattr(x, "cited", True)]
-            return Prediction(text=CITE_MARK.sub("", ans.text).strip(), raw=ans.text, retrieved=used, cited=cited)
+            return Prediction(text=CITE_MARK.sub("", ans.text).strip(), raw=ans.text, retrieved=used, cited=cited,
+                              refused=bool(getattr(ans, "refused", False)))
 
         t0 = time.perf_counter()
         # the pipeline is synchronous; concurrent calls let the engine batch their generations
@@ -191,32 +197,89 @@ class RagTarget:
             return _timed(list(pool.map(one, examples)), t0)
 
 
-class AgentTarget:
-    """Each example's prompt as the task of an `ember.agents` ReAct agent with the built-in tools (calculator,
-    current_time); its final answer is the prediction, scored like any qa answer. The run's status and step
-    count are kept in `raw`. Examples run concurrently so the engine batches their replies."""
+class GroundedTarget:
+    """The reader alone: each question with its gold paragraph as passage [1], through the RAG prompt."""
 
     def __init__(self, backend: Backend, config: TargetConfig, model_id: str, seed: int = 0) -> None:
         self.backend, self.config, self.model_id, self.seed = backend, config, model_id, seed
 
     def describe(self) -> dict[str, Any]:
+        from ember.model import prompts
+
+        c = self.config
+        return {"kind": "grounded", "model": self.model_id, "backend": self.backend.name, "max_tokens": c.max_tokens,
+                "temperature": c.temperature, "refusal_bias": c.refusal_bias, "seed": self.seed,
+                "prompt": fingerprint(prompts.RAG_SYSTEM, prompts.DEMOS)[:12]}
+
+    def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
+        from ember.model import prompts
+
+        c = self.config
+        params = SamplingParams(max_tokens=c.max_tokens, temperature=c.temperature, stop=list(c.stop), seed=self.seed)
+        caps = self.backend.capabilities
+        if c.refusal_bias and caps.logits_processors and caps.tokenizer is not None:
+            from ember.model.refusal import RefusalBias
+
+            params = replace(params, logits_processors=[RefusalBias(caps.tokenizer, c.refusal_bias)])
+        convs = [prompts.rag_messages([prompts.PromptPassage(ex.context or "", str(ex.metadata.get("title", "")))],
+                                      ex.input) for ex in examples]
+        t0 = time.perf_counter()
+        tokenizer = caps.tokenizer
+        if tokenizer is not None:  # one batched generate call
+            ids = [tokenizer.encode(tokenizer.apply_chat_template(m, add_generation_prompt=True),
+                                    add_special_tokens=False) for m in convs]
+            texts = [x.text for x in self.backend.generate(ids, params)]
+        else:
+            texts = [self.backend.chat(m, params).text for m in convs]
+        return _timed([Prediction(text=prompts.strip_citations(t), raw=t, refused=prompts.is_refusal(t))
+                       for t in texts], t0)
+
+
+class AgentTarget:
+    """Each example's prompt as the task of an `ember.agents` agent with the built-in tools (`tools`: calculator,
+    current_time, and "search": search_collection over the task's corpus as a collection, whose hits are whole
+    paragraphs, so reading a document adds nothing);
+    its final answer is the prediction, scored like any qa answer. The run's status, step count and calls are
+    kept in `raw`. Examples run concurrently so the engine batches their replies."""
+
+    def __init__(self, backend: Backend, config: TargetConfig, model_id: str, seed: int = 0,
+                 search: tuple[Any, dict[str, Any]] | None = None) -> None:
+        self.backend, self.config, self.model_id, self.seed = backend, config, model_id, seed
+        self.search = search  # (retriever, its description)
+
+    def describe(self) -> dict[str, Any]:
+        from ember.model import prompts
+
         c = self.config
         return {"kind": "agent", "model": self.model_id, "max_steps": c.max_steps, "max_tokens": c.max_tokens,
-                "temperature": c.temperature, "tools": ["calculator", "current_time"], "seed": self.seed}
+                "temperature": c.temperature, "tools": list(c.tools), "seed": self.seed,
+                "search": self.search[1] if self.search else None,
+                "prompt": fingerprint(prompts.AGENT_NATIVE_SYSTEM, prompts.AGENT_REACT_SYSTEM)[:12]}
 
     def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
         from concurrent.futures import ThreadPoolExecutor
 
-        from ember.agents.builtins import basic_tools
+        from ember.agents.builtins import calculator_tool, collection_tools, current_time
         from ember.agents.react import Agent, AgentConfig
+        from ember.agents.tools import Tool
 
         c = self.config
-        agent = Agent(self.backend, basic_tools(), AgentConfig(max_steps=c.max_steps, max_tokens=c.max_tokens,
-                                                               temperature=c.temperature))
+        tools: list[Tool] = []
+        if "calculator" in c.tools:
+            tools.append(calculator_tool())
+        if "current_time" in c.tools:
+            tools.append(Tool.from_function(current_time))
+        if "search" in c.tools and self.search is not None:
+            tools += collection_tools(self.search[0], max_chars=800)[:1]  # search_collection: hits are whole paragraphs
+        agent = Agent(self.backend, tools, AgentConfig(max_steps=c.max_steps, max_tokens=c.max_tokens,
+                                                       temperature=c.temperature))
 
         def one(ex: Example) -> Prediction:
             trace = agent.run(render(task.prompt, ex))
-            return Prediction(text=trace.answer or "", raw=f"{trace.status} after {len(trace.steps)} steps")
+            calls = "; ".join(f"{s.tool} {json.dumps(s.arguments, ensure_ascii=False)}" for s in trace.steps
+                              if s.kind == "action")
+            return Prediction(text=trace.answer or "",
+                              raw=f"{trace.status} after {len(trace.steps)} steps: {calls}"[:2000])
 
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=c.batch_size) as pool:

@@ -58,7 +58,7 @@ def build_resources(w: Wiring, suite: SuiteConfig, data_root: Path) -> Resources
 
     res = Resources(data_root=data_root, model_id=w.model_name)
     t = suite.target
-    if t.kind in ("model", "rag", "agent"):
+    if t.kind in ("model", "rag", "agent", "grounded"):
         with console.status(f"Loading {res.model_id} ({w.settings.backend})…", spinner="dots"):
             res.backend = w.backend()
         needs_ll = any(task.kind == "perplexity" or (task.kind == "choice" and task.choice_mode == "loglikelihood")
@@ -72,6 +72,8 @@ def build_resources(w: Wiring, suite: SuiteConfig, data_root: Path) -> Resources
         res.searcher_for = corpora.searcher
     if t.kind == "rag":
         res.rag_for = corpora.rag
+    if t.kind == "agent" and "search" in t.tools:
+        res.retriever_for = corpora._retriever
     return res
 
 
@@ -107,7 +109,8 @@ class EvalCorpora:
 
         retriever, describe = self._retriever(task, corpus)
         t = self.suite.target
-        config = self.wiring.rag_config(mode=t.mode, k=t.k, max_tokens=t.max_tokens, rewrite=False)
+        config = self.wiring.rag_config(mode=t.mode, k=t.k, max_tokens=t.max_tokens, rewrite=False,
+                                        refusal_bias=t.refusal_bias)
         return self.wiring.rag_on(retriever, config), {**describe, "model": self.wiring.model_name,
                                                        "rag": asdict(config)}
 
@@ -121,6 +124,9 @@ def run(ctx: typer.Context,
         data: Annotated[Path, typer.Option(help="folder that suite dataset paths are relative to")] = DEFAULT_DATA,
         out: Annotated[Path | None, typer.Option(
             help="run folder (default DATA_DIR/evals/<suite>-<hash of suite, model, seed>): rerunning resumes")] = None,
+        part: Annotated[str | None, typer.Option(
+            help="tune | heldout | all: the tuning split, the held-back rest (what is reported), or both "
+                 "(default: each task's own part)")] = None,
         ) -> None:
     """Run a suite and write results.jsonl, report.json and report.html into the run folder.
 
@@ -141,8 +147,15 @@ def run(ctx: typer.Context,
 
     s = settings_from(ctx)
     cfg = load_suite(suite)
+    if part is not None:
+        from ember.model.errors import InvalidValueError
+
+        if part not in ("tune", "heldout", "all"):
+            raise InvalidValueError(f"--part must be tune, heldout or all, got {part!r}")
+        cfg = cfg.model_copy(update={"tasks": [t.model_copy(update={"part": part}) for t in cfg.tasks]})
     run_dir = out or default_run_dir(s.data_dir / "evals", cfg, {"model": model or s.model, "backend": s.backend,
-                                                                  "dtype": s.dtype}, seed)
+                                                                  "dtype": s.dtype,
+                                                                  "quantization": s.engine.quantization}, seed)
     w = wiring_from(ctx, model=model)
     res = build_resources(w, cfg, data)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
