@@ -179,7 +179,8 @@ def read_hotpot(path: Path) -> tuple[list[Example], Corpus]:
     questions, and every context paragraph of the file as the corpus (id = its title), for an agent to search."""
     try:
         rows = json.loads(_open(path).read_text(encoding="utf-8"))
-        examples, docs = [], {}
+        examples: list[Example] = []
+        docs: dict[str, tuple[str, str]] = {}
         for row in rows:
             for title, sentences in row["context"]:
                 docs.setdefault(title, (title, "".join(sentences).strip()))

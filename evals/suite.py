@@ -27,6 +27,7 @@ from ember.evals.datasets import FORMATS
 from ember.model.errors import ConfigError
 
 TaskKind = Literal["qa", "summarize", "choice", "retrieval", "perplexity"]
+AgentTool = Literal["calculator", "current_time", "search"]
 TargetKind = Literal["model", "rag", "retrieval", "agent", "grounded"]
 DEFAULT_METRICS: dict[str, list[str]] = {
     "qa": ["exact_match", "f1"],
@@ -80,8 +81,8 @@ class TargetConfig(_Strict):
     max_steps: int = Field(default=8, ge=1)  # agent: model replies per task
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
     refusal_bias: float = 0.0  # rag, grounded: RagConfig.refusal_bias (our engine)
-    tools: list[Literal["calculator", "current_time", "search"]] = Field(
-        default_factory=lambda: ["calculator", "current_time"])  # agent: "search" = the task's corpus as a collection
+    # agent: "search" = search_collection over the task's corpus as a collection
+    tools: list[AgentTool] = Field(default_factory=lambda: list[AgentTool](["calculator", "current_time"]))
 
 
 class SuiteConfig(_Strict):
