@@ -40,16 +40,12 @@ def peak_mb() -> float:
 def ember_worker(folder: Path, tokens: int, requests: int, dtype: str, quant: str | None) -> dict:
     from ember.model.engine.llm_engine import EngineConfig, LLMEngine
     from ember.model.engine.paged_cache import PagedKVCache
-    from ember.model.fuse import fuse_projections
-    from ember.model.loader import load
-    from ember.model.quantize import perplexity, quantize_int8, weight_bytes
+    from ember.model.loader import load_for_inference
+    from ember.model.quantize import perplexity, weight_bytes
     from ember.model.sampling_params import SamplingParams
 
     t0 = time.perf_counter()
-    lm = load(folder, dtype=dtype)
-    fuse_projections(lm.model)  # as EmberBackend serves it
-    if quant == "int8":
-        quantize_int8(lm.model)
+    lm = load_for_inference(folder, dtype=dtype, quantization=quant or "none")  # as EmberBackend serves it
     load_s = time.perf_counter() - t0
     greedy = SamplingParams(temperature=0, max_tokens=tokens, ignore_eos=True)
     res: dict = {"load_s": load_s, "weight_bytes": weight_bytes(lm.model)}

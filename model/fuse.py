@@ -2,8 +2,8 @@
 
 Batch-1 decode on a CPU is a chain of small matrix-vector products; fewer, larger ones read the same
 bytes with less per-call overhead (nano-vllm's `QKVParallelLinear` and `MergedColumnParallelLinear`).
-Loading and export keep HF's separate names: this runs after loading and before serving, like
-`quantize_int8` (which it composes with: quantize after fusing).
+Loading and export keep HF's separate names: this runs after loading and before serving, then
+`ember.model.quantize.quantize` (which finds each fused layer's parts through `FUSED`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from ember.model.llama import MLP, Attention, Llama
+
+FUSED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 
 
 def _cat(linears: list[nn.Linear]) -> nn.Linear:

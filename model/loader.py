@@ -90,6 +90,40 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
     return LoadedModel(model, tokenizer, src, time.perf_counter() - t0)
 
 
+def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
+                       quantization: str = "none") -> LoadedModel:
+    """`load`, then fuse projections and quantize as serving runs them (see `ember.model.quantize`).
+
+    From a GGUF file, `int4` and `auto` take its 4-bit tensors' codes as stored; `auto` follows its types.
+    """
+    from ember.model.fuse import fuse_projections
+    from ember.model.quantize import MODES, quantize
+    from ember.model.registry import model_file
+
+    if quantization not in MODES:
+        raise ConfigError(f"quantization={quantization!r} is not supported; allowed: {', '.join(MODES)}")
+    t0 = time.perf_counter()
+    lm = load(path, dtype=dtype, device=device)
+    fuse_projections(lm.model)
+    if quantization == "auto" and torch.device(device).type != "cpu":
+        quantization = "none"  # the packed kernels are the CPU's; CUDA runs bf16
+    if quantization != "none":
+        if torch.device(device).type != "cpu":
+            raise ConfigError(f"quantization={quantization!r} runs on the CPU only",
+                              hint="On CUDA use quantization = \"none\" with dtype bfloat16.")
+        sources, types = {}, {}
+        src = model_file(Path(path))
+        if src.is_file() and src.suffix == ".gguf" and quantization in ("int4", "auto"):
+            from ember.model.weights.gguf import GGUFFile, int4_weights, weight_types
+
+            g = GGUFFile(src)
+            types = weight_types(g)
+            sources = int4_weights(g, lm.model.config)
+        quantize(lm.model, quantization, sources, types)  # type: ignore[arg-type]
+    lm.load_seconds = time.perf_counter() - t0
+    return lm
+
+
 def export_hf(model: Llama, tokenizer: Tokenizer, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write an HF Llama folder that `transformers` and vLLM load as-is. Atomic: built beside, then renamed."""
     folder = Path(folder)

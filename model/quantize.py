@@ -1,53 +1,106 @@
-"""Int8 weight-only quantization, applied to a built model (gpt-fast style: a function, not a flag).
+"""Weight-only quantization of a built model (gpt-fast style: a function, not a flag).
 
-Each `nn.Linear` becomes an `Int8Linear`: per-output-channel symmetric int8 weights and bf16 scales, run
-by PyTorch's `_weight_int8pack_mm` kernel with bf16 activations. Weights read per token drop 4x against
-fp32, which is what batch-1 decode on a CPU is bound by. Embeddings and norms stay in full precision.
+    quantize(model, "int4", int4_sources)   # after `fuse_projections`
+
+Modes: `none` keeps full precision; `int8` makes every linear layer per-channel int8; `int4` makes
+them 4-bit groups of 32 but the LM head, which stays int8 (as llama.cpp's Q4 mixes keep the output
+layer at 6 bits or more: a 4-bit LM head costs SmolLM2 +7 % perplexity, the rest +0.2 %); `auto` keeps about the checkpoint's bits: tensors a GGUF stores as 4-bit groups
+(Q4_0/Q4_1/Q4_K) become int4 with their codes untouched, other quantized tensors (Q5/Q6/Q8) become int8,
+float tensors stay float. `int4_sources` (from `ember.model.weights.gguf.int4_weights`) are those exact
+4-bit forms; a layer without one is requantized from its float weight. Embeddings and norms stay in full
+precision. A fused layer (qkv_proj, gate_up_proj) is as precise as its most precise part.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
+from ember.model.fuse import FUSED
 from ember.model.llama import Llama
+from ember.model.qlinear import Int4Linear, Int4Weight, Int8Linear, QuantLinear, packable_int4
+
+Mode = Literal["none", "auto", "int8", "int4"]
+MODES: tuple[Mode, ...] = ("none", "auto", "int8", "int4")
+FLOAT_TYPES = ("F32", "F16", "BF16")
 
 
-class Int8Linear(nn.Module):
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        w = linear.weight.detach().float()
-        scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # (out,)
-        self.weight: torch.Tensor
-        self.scales: torch.Tensor
-        self.register_buffer("weight", torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8))
-        self.register_buffer("scales", scales.to(torch.bfloat16))
-        self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        y = torch._weight_int8pack_mm(x.reshape(-1, shape[-1]).to(torch.bfloat16), self.weight, self.scales)
-        y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
-        return y if self.bias is None else y + self.bias
+def _parts(name: str, model: Llama) -> list[str]:
+    """HF weight names a (possibly fused) linear layer was built from."""
+    prefix, _, leaf = name.rpartition(".")
+    if leaf == "lm_head" and model.config.tie_word_embeddings:
+        return ["model.embed_tokens.weight"]
+    return [f"{prefix}.{p}.weight" for p in FUSED.get(leaf, (leaf,))]
 
 
-def quantize_int8(model: Llama) -> Llama:
-    """Replace every linear layer (attention, MLP, LM head) in place; returns the model."""
-    for module in list(model.modules()):
+def _target(mode: Mode, name: str, parts: list[str], exact: bool,
+            types: dict[str, str]) -> Literal["none", "int8", "int4"]:
+    if mode == "int4" and name == "lm_head" and not exact:
+        return "int8"
+    if mode != "auto":
+        return mode
+    kinds = [types.get(p, "F32") for p in parts]
+    if exact:
+        return "int4"
+    if all(k in FLOAT_TYPES for k in kinds):
+        return "none"
+    return "int8"
+
+
+def quantize(model: Llama, mode: Mode, int4_sources: dict[str, Int4Weight] | None = None,
+             types: dict[str, str] | None = None) -> Llama:
+    """Replace linear layers in place (attention, MLP, LM head); returns the model. `types`: HF name -> the
+    checkpoint's ggml type, which `auto` follows (without it, `auto` keeps everything in full precision)."""
+    if mode not in MODES:
+        raise ValueError(f"quantization={mode!r}; allowed: {', '.join(MODES)}")
+    sources, kinds = int4_sources or {}, types or {}
+    done: dict[str, str] = {}
+    for module_name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
-            if isinstance(child, nn.Linear):
-                setattr(module, child_name, Int8Linear(child))
-    model.quantization = "int8"
+            if not isinstance(child, nn.Linear):
+                continue
+            name = f"{module_name}.{child_name}" if module_name else child_name
+            parts = _parts(name, model)
+            exact = all(p in sources for p in parts)
+            target = _target(mode, name, parts, exact, kinds)
+            n, k = child.weight.shape
+            if target == "int4" and not packable_int4(n, k):
+                target = "int8"
+            if target == "none":
+                continue
+            bias = child.bias
+            if target == "int8":
+                layer: QuantLinear = Int8Linear(child.weight, bias)
+            else:
+                w = Int4Weight.cat([sources[p] for p in parts]) if exact else Int4Weight.from_float(child.weight)
+                layer = Int4Linear(w, bias)
+            setattr(module, child_name, layer)
+            done[name] = target
+    model.quantization = mode
+    model.quantized_layers = done
     return model
 
 
+def describe(model: Llama) -> str:
+    """e.g. 'int4 x 120, int8 x 91' (what `quantize` made), or 'none'."""
+    done: dict[str, str] = getattr(model, "quantized_layers", {})
+    if not done:
+        return "none"
+    counts = {t: list(done.values()).count(t) for t in sorted(set(done.values()), reverse=True)}
+    return ", ".join(f"{t} x {c}" for t, c in counts.items())
+
+
 def weight_bytes(model: Llama) -> int:
-    """Bytes of weights read per decoded token: every linear layer (the LM head too, tied or not),
-    the norms, not the embedding table (one row of it is read)."""
+    """Bytes of weights read per decoded token: every linear layer (the LM head too, tied or not; for a
+    quantized layer its packed weights, not its dense bf16 copy), the norms, not the embedding table (one
+    row of it is read)."""
     total = 0
     for module in model.modules():
-        if isinstance(module, nn.Linear | Int8Linear) or type(module).__name__ == "RMSNorm":
+        if isinstance(module, QuantLinear):
+            total += module.decode_bytes()
+        elif isinstance(module, nn.Linear) or type(module).__name__ == "RMSNorm":
             for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]:
                 total += t.numel() * t.element_size()
     return total

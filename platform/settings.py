@@ -37,7 +37,10 @@ class EngineSettings(BaseModel):
     max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
     prefix_caching: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
     truncate_prompt: bool = Field(False, description="keep the end of too-long prompts instead of refusing")
-    quantization: Literal["none", "int8"] = Field("none", description="int8 = weight-only int8 linear layers")
+    quantization: Literal["auto", "none", "int8", "int4"] = Field(
+        "auto", description="weight-only quantized compute on the CPU: auto keeps about a GGUF's own bits "
+                            "(its 4-bit tensors run as int4, the rest as int8; float checkpoints stay float); "
+                            "none = full precision (fp32 unless dtype says otherwise); on CUDA auto means none")
 
 
 class OpenAISettings(BaseModel):

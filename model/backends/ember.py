@@ -54,15 +54,9 @@ class EmberBackend:
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str = "cpu",
                   config: EngineConfig | None = None, quantization: str = "none") -> EmberBackend:
-        from ember.model.fuse import fuse_projections
-        from ember.model.loader import load
+        from ember.model.loader import load_for_inference
 
-        lm = load(path, dtype=dtype, device=device)
-        fuse_projections(lm.model)
-        if quantization == "int8":
-            from ember.model.quantize import quantize_int8
-
-            quantize_int8(lm.model)
+        lm = load_for_inference(path, dtype=dtype, device=device, quantization=quantization)
         return cls(lm.model, lm.tokenizer, config)
 
     # ---- engine thread -----------------------------------------------------------------------------

@@ -163,3 +163,31 @@ def dequantize(raw: torch.Tensor, type_name: str, shape: tuple[int, ...]) -> tor
     _, _, block_bytes = next(v for v in GGML_TYPES.values() if v[0] == type_name)
     blocks = raw.contiguous().view(torch.uint8).reshape(-1, block_bytes)
     return fn(blocks).reshape(shape)
+
+
+# ---- exact 4-bit group form ------------------------------------------------------------------------------
+# Q4_0, Q4_1 and Q4_K store, per group of 32 weights along the input dimension, 4-bit codes q with one scale
+# and one offset: w = scale * q + offset. That is exactly the form PyTorch's packed int4 kernels compute,
+# w = (q - 8) * scale + zero with zero = offset + 8 * scale, so these tensors reach the int4 kernels with
+# their codes untouched (only scale/zero are rounded to the kernels' bf16).
+INT4_GROUP = 32
+
+
+def int4_groups(blocks: torch.Tensor, type_name: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(n_blocks, block_bytes) uint8 -> codes (n_groups, 32) uint8, scale and offset (n_groups,) fp32, such
+    that the dequantized group is scale * codes + offset; None for types that are not 4-bit groups of 32."""
+    if type_name == "Q4_0":
+        d = _f16(blocks[:, :2])
+        return _nibbles_u8(blocks[:, 2:]), d[:, 0], -8 * d[:, 0]
+    if type_name == "Q4_1":
+        d, m = _f16(blocks[:, :2]), _f16(blocks[:, 2:4])
+        return _nibbles_u8(blocks[:, 4:]), d[:, 0], m[:, 0]
+    if type_name == "Q4_K":
+        n = blocks.shape[0]
+        d, dmin = _f16(blocks[:, 0:2]), _f16(blocks[:, 2:4])
+        sc, m = _k4_scales_mins(blocks[:, 4:16])
+        qs = blocks[:, 16:].reshape(n, 4, 32)
+        q = torch.stack((qs & 0x0F, qs >> 4), dim=2).reshape(n * 8, 32)
+        return q, (d * sc).reshape(-1), (-(dmin * m)).reshape(-1)
+    return None
+

@@ -20,7 +20,8 @@ from tokenizers import Tokenizer as Backend
 from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
 from ember.model.tokenizer import Tokenizer
-from ember.model.weights.dequant import GGML_TYPES, dequantize
+from ember.model.weights.dequant import GGML_TYPES, INT4_GROUP, dequantize, int4_groups
+from ember.model.qlinear import INT4_TYPES, Int4Weight
 from ember.model.weights.gguf_layout import check_layout
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,9 @@ class GGUFFile:
             raise WeightsError(self.path, f"metadata key {key!r} is missing")
         return value
 
-    def tensor(self, name: str) -> torch.Tensor:
-        """Dequantized fp32 tensor in HF's (out, in) orientation."""
+    def raw(self, name: str) -> tuple[str, torch.Tensor, tuple[int, ...]]:
+        """A tensor as stored: ggml type name, (n_blocks, block_bytes) uint8 (a copy), shape in HF's (out, in)
+        orientation. Unsupported types and mis-sized data raise."""
         t = self.tensors.get(name)
         if t is None:
             raise WeightsError(self.path, f"tensor {name!r} is missing")
@@ -113,7 +115,12 @@ class GGUFFile:
         if raw.numel() != expected or int(np.prod(shape)) % block_elems:
             raise WeightsError(self.path, f"tensor {name!r} ({name_}, shape {shape}) has {raw.numel()} bytes, "
                                           f"expected {expected}")
-        return dequantize(raw, name_, shape)
+        return name_, raw.reshape(-1, block_bytes), shape
+
+    def tensor(self, name: str) -> torch.Tensor:
+        """Dequantized fp32 tensor in HF's (out, in) orientation."""
+        type_name, blocks, shape = self.raw(name)
+        return dequantize(blocks, type_name, shape)
 
 
 def config_from_gguf(g: GGUFFile) -> LlamaConfig:
@@ -201,26 +208,59 @@ def unpermute_qk(w: torch.Tensor, n_heads: int) -> torch.Tensor:
     return w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
 
 
+def hf_name(g: GGUFFile, gname: str) -> str:
+    if gname in GLOBAL_NAMES:
+        return GLOBAL_NAMES[gname]
+    if gname.startswith("blk."):
+        _, idx, rest = gname.split(".", 2)
+        if rest in LAYER_NAMES:
+            return f"model.layers.{idx}.{LAYER_NAMES[rest]}"
+    raise UnsupportedModelError(f"{g.path}: unexpected tensor {gname!r} for a Llama model")
+
+
+def _qk_heads(gname: str, config: LlamaConfig) -> int | None:
+    """Heads to un-permute this tensor's rows by (llama's Q and K), or None."""
+    if not ARCHITECTURES[config.model_type]:
+        return None
+    if rest_is(gname, "attn_q"):
+        return config.num_attention_heads
+    if rest_is(gname, "attn_k"):
+        return config.n_kv_heads
+    return None
+
+
 def state_dict_from_gguf(g: GGUFFile, config: LlamaConfig) -> dict[str, torch.Tensor]:
     """HF-named fp32 state dict. Names the file lacks raise; names we do not know are reported."""
     out: dict[str, torch.Tensor] = {}
-    permuted = ARCHITECTURES[config.model_type]
     for gname in g.tensors:
-        if gname in GLOBAL_NAMES:
-            hf = GLOBAL_NAMES[gname]
-        elif gname.startswith("blk."):
-            _, idx, rest = gname.split(".", 2)
-            if rest not in LAYER_NAMES:
-                raise UnsupportedModelError(f"{g.path}: unexpected tensor {gname!r} for a Llama model")
-            hf = f"model.layers.{idx}.{LAYER_NAMES[rest]}"
-        else:
-            raise UnsupportedModelError(f"{g.path}: unexpected tensor {gname!r} for a Llama model")
+        hf = hf_name(g, gname)
         w = g.tensor(gname)
-        if permuted and rest_is(gname, "attn_q"):
-            w = unpermute_qk(w, config.num_attention_heads)
-        elif permuted and rest_is(gname, "attn_k"):
-            w = unpermute_qk(w, config.n_kv_heads)
-        out[hf] = w
+        heads = _qk_heads(gname, config)
+        out[hf] = unpermute_qk(w, heads) if heads else w
+    return out
+
+
+def weight_types(g: GGUFFile) -> dict[str, str]:
+    """HF name -> the ggml type the file stores it in (what `quantization = "auto"` keeps)."""
+    return {hf_name(g, gname): GGML_TYPES[int(t.tensor_type)][0] for gname, t in g.tensors.items()
+            if int(t.tensor_type) in GGML_TYPES}
+
+
+def int4_weights(g: GGUFFile, config: LlamaConfig) -> dict[str, Int4Weight]:
+    """HF name -> the exact 4-bit group form of every 2-D tensor stored as Q4_0, Q4_1 or Q4_K."""
+    out: dict[str, Int4Weight] = {}
+    for gname, t in g.tensors.items():
+        if int(t.tensor_type) not in GGML_TYPES or GGML_TYPES[int(t.tensor_type)][0] not in INT4_TYPES:
+            continue
+        type_name, blocks, shape = g.raw(gname)
+        groups = int4_groups(blocks, type_name)
+        if groups is None or len(shape) != 2:
+            continue
+        codes, scale, offset = groups
+        n, k = shape
+        w = Int4Weight(codes.reshape(n, k), scale.reshape(n, k // INT4_GROUP), offset.reshape(n, k // INT4_GROUP))
+        heads = _qk_heads(gname, config)
+        out[hf_name(g, gname)] = w.permute_rows(lambda x, h=heads: unpermute_qk(x, h)) if heads else w
     return out
 
 

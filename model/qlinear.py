@@ -1,0 +1,145 @@
+"""Weight-only quantized linear layers computed from packed weights (gpt-fast's int8/int4, on the CPU).
+
+Batch-1 decode on a CPU is bound by the bytes of weights read per token, so a few-row input runs
+PyTorch's packed kernels straight from the quantized weights (`_weight_int8pack_mm`: per-output-channel
+int8; `_weight_int4pack_mm_for_cpu`: 4-bit codes in groups of 32 along the input with a scale and a zero
+each). Those kernels are matrix-vector loops: from `SMALL_M` rows up (prefill, a wide decode batch) a
+bf16 matmul on the dense dequantized weights is several times faster (AMX/AVX-512 bf16), so each layer
+also keeps that bf16 copy. Both paths compute the same quantized weights; activations go in as bf16.
+On CUDA only the dense bf16 path runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+GROUP = 32  # elements per 4-bit group (ggml's block size for Q4_0/Q4_1 and Q4_K's sub-blocks)
+INT4_TYPES = ("Q4_0", "Q4_1", "Q4_K")  # ggml types whose codes reach the int4 kernels unchanged
+SMALL_M = 4  # rows up to which the packed kernels beat a dense bf16 matmul (benchmarks/bench_qlinear.py)
+
+
+@dataclass
+class Int4Weight:
+    """A weight in 4-bit groups: w[n, g*32 + i] = scale[n, g] * codes[n, g*32 + i] + offset[n, g]."""
+
+    codes: torch.Tensor  # (N, K) uint8 in 0..15
+    scale: torch.Tensor  # (N, K // 32) fp32
+    offset: torch.Tensor  # (N, K // 32) fp32
+
+    def __post_init__(self) -> None:
+        n, k = self.codes.shape
+        if k % GROUP or self.scale.shape != (n, k // GROUP) or self.offset.shape != self.scale.shape:
+            raise ValueError(f"inconsistent 4-bit weight: codes {tuple(self.codes.shape)}, "
+                             f"scale {tuple(self.scale.shape)}, offset {tuple(self.offset.shape)}")
+
+    @classmethod
+    def from_float(cls, w: torch.Tensor) -> Int4Weight:
+        """Asymmetric min/max rounding per group of 32 (a lossy requantization of a float weight)."""
+        n, k = w.shape
+        g = w.detach().float().reshape(n, k // GROUP, GROUP)
+        lo, hi = g.amin(-1), g.amax(-1)
+        scale = ((hi - lo) / 15).clamp(min=1e-10)
+        codes = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
+        return cls(codes.reshape(n, k), scale, lo)
+
+    @classmethod
+    def cat(cls, parts: list[Int4Weight]) -> Int4Weight:
+        return cls(torch.cat([p.codes for p in parts]), torch.cat([p.scale for p in parts]),
+                   torch.cat([p.offset for p in parts]))
+
+    def permute_rows(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> Int4Weight:
+        return Int4Weight(fn(self.codes), fn(self.scale), fn(self.offset))
+
+    def dequantize(self) -> torch.Tensor:
+        n, k = self.codes.shape
+        g = self.codes.reshape(n, k // GROUP, GROUP).float()
+        return (g * self.scale[..., None] + self.offset[..., None]).reshape(n, k)
+
+
+def packable_int4(n: int, k: int) -> bool:
+    """The CPU int4 kernel's shape rules: N a multiple of 16, K of the group size."""
+    return n % 16 == 0 and k % GROUP == 0
+
+
+class QuantLinear(nn.Module):
+    """Shared part of the int8/int4 layers: the dense bf16 copy, the bias, the row-count dispatch."""
+
+    bits: int
+
+    def __init__(self, dense: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = dense.shape
+        self.dense: torch.Tensor
+        self.register_buffer("dense", dense.to(torch.bfloat16).contiguous())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+
+    def packed_mm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
+        if x2.shape[0] <= SMALL_M and x2.device.type == "cpu":
+            y = self.packed_mm(x2)
+        else:
+            y = F.linear(x2, self.dense)
+        y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def decode_bytes(self) -> int:
+        """Bytes of weights the packed path reads per token (the dense copy is not read at batch 1)."""
+        raise NotImplementedError
+
+
+class Int8Linear(QuantLinear):
+    """Symmetric per-output-channel int8 weights, bf16 scales."""
+
+    bits = 8
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        w = weight.detach().float()
+        scales = w.abs().amax(dim=1).clamp(min=1e-8) / 127.0  # (out,)
+        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        s16 = scales.to(torch.bfloat16)
+        super().__init__(q.float() * s16.float()[:, None], bias)
+        self.weight: torch.Tensor
+        self.scales: torch.Tensor
+        self.register_buffer("weight", q)
+        self.register_buffer("scales", s16)
+
+    def packed_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int8pack_mm(x, self.weight, self.scales)
+
+    def decode_bytes(self) -> int:
+        return self.weight.numel() + self.scales.numel() * 2
+
+
+class Int4Linear(QuantLinear):
+    """4-bit codes in groups of 32, packed once for `_weight_int4pack_mm_for_cpu`; scale and zero in bf16."""
+
+    bits = 4
+
+    def __init__(self, weight: Int4Weight, bias: torch.Tensor | None = None) -> None:
+        n, k = weight.codes.shape
+        if not packable_int4(n, k):
+            raise ValueError(f"int4 kernels need out % 16 == 0 and in % {GROUP} == 0, got ({n}, {k})")
+        scale = weight.scale.to(torch.bfloat16)
+        zero = (weight.offset + 8 * weight.scale).to(torch.bfloat16)  # kernel: w = (q - 8) * scale + zero
+        # the dense copy is what the kernel computes: the bf16 scale and zero, not the exact fp32 ones
+        g = weight.codes.reshape(n, k // GROUP, GROUP).float() - 8
+        super().__init__((g * scale.float()[..., None] + zero.float()[..., None]).reshape(n, k), bias)
+        self.packed: torch.Tensor
+        self.scales_zeros: torch.Tensor
+        self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(weight.codes.int(), 1))
+        self.register_buffer("scales_zeros", torch.stack([scale, zero], -1).transpose(0, 1).contiguous())
+
+    def packed_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(x, self.packed, GROUP, self.scales_zeros)
+
+    def decode_bytes(self) -> int:
+        return self.packed.numel() + self.scales_zeros.numel() * 2
