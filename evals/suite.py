@@ -80,7 +80,7 @@ class TargetConfig(_Strict):
     k: int = Field(default=5, ge=1)  # passages retrieved (retrieval, rag)
     max_steps: int = Field(default=8, ge=1)  # agent: model replies per task
     mode: Literal["dense", "bm25", "hybrid"] = "hybrid"
-    refusal_bias: float = 0.0  # rag, grounded: RagConfig.refusal_bias (our engine)
+    refusal_bias: float | None = None  # rag, grounded: RagConfig.refusal_bias; None = the model's own (prompts)
     # agent: "search" = search_collection over the task's corpus as a collection
     tools: list[AgentTool] = Field(default_factory=lambda: list[AgentTool](["calculator", "current_time"]))
 

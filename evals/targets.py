@@ -208,7 +208,8 @@ class GroundedTarget:
 
         c = self.config
         return {"kind": "grounded", "model": self.model_id, "backend": self.backend.name, "max_tokens": c.max_tokens,
-                "temperature": c.temperature, "refusal_bias": c.refusal_bias, "seed": self.seed,
+                "temperature": c.temperature, "refusal_bias": prompts.refusal_bias(self.model_id)
+                if c.refusal_bias is None else c.refusal_bias, "seed": self.seed,
                 "prompt": fingerprint(prompts.RAG_SYSTEM, prompts.DEMOS)[:12]}
 
     def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
@@ -217,10 +218,11 @@ class GroundedTarget:
         c = self.config
         params = SamplingParams(max_tokens=c.max_tokens, temperature=c.temperature, stop=list(c.stop), seed=self.seed)
         caps = self.backend.capabilities
-        if c.refusal_bias and caps.logits_processors and caps.tokenizer is not None:
+        bias = prompts.refusal_bias(self.model_id) if c.refusal_bias is None else c.refusal_bias
+        if bias and caps.logits_processors and caps.tokenizer is not None:
             from ember.model.refusal import RefusalBias
 
-            params = replace(params, logits_processors=[RefusalBias(caps.tokenizer, c.refusal_bias)])
+            params = replace(params, logits_processors=[RefusalBias(caps.tokenizer, bias)])
         convs = [prompts.rag_messages([prompts.PromptPassage(ex.context or "", str(ex.metadata.get("title", "")))],
                                       ex.input) for ex in examples]
         t0 = time.perf_counter()

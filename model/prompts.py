@@ -30,6 +30,16 @@ RAG_SYSTEM = (
     "- After the answer, cite the passage it comes from, like [1].\n"
     f"- If the passages do not contain the answer, reply exactly: {REFUSAL}"
 )
+# The refusal bias per model (`ember.model.refusal.RefusalBias`, our engine): tuned for Qwen2.5-Coder-0.5B on the
+# tuning split of squad-unanswerable (evals/RESULTS.md) and used as is for the 1.5B; SmolLM2-135M refuses nearly
+# every question with any bias, so it gets none. Other models: none.
+REFUSAL_BIAS: dict[str, float] = {"qwen2.5-coder-0.5b": 2.0, "qwen2.5-coder-1.5b": 2.0}
+
+
+def refusal_bias(model: str) -> float:
+    return REFUSAL_BIAS.get(model, 0.0)
+
+
 _CITE = re.compile(r"\[(\d{1,3})(?:\s*,\s*\d{1,3})*\]")
 _CITE_ALL = re.compile(r"\d{1,3}")
 _REFUSAL_WORDS = re.compile(r"\b(documents?|passages?|context)\s+(do|does)\s+not\s+(say|contain|mention)|"

@@ -151,8 +151,10 @@ class Wiring:
 
         r, window = self.settings.retrieval, self.context_window()
         answer = min(max_tokens or self.settings.server.max_tokens, window // 2)
+        from ember.model.prompts import refusal_bias
+
         config = RagConfig(mode=mode or r.mode, k=k or r.k, context_window=window, max_answer_tokens=answer,
-                           min_score=r.min_score)
+                           min_score=r.min_score, refusal_bias=refusal_bias(self.model_name))
         return replace(config, **changes) if changes else config
 
     def rag(self, name: str, *, mode: str | None = None, k: int | None = None, max_tokens: int | None = None,

@@ -55,7 +55,7 @@ class RagConfig:
     history_turns: int = 6  # most earlier messages sent with the question
     rewrite_max_tokens: int = 48
     demos: bool = True  # the prompt's worked examples (prompts.DEMOS)
-    refusal_bias: float = 2.0  # logit bonus of the refusal's first tokens (our engine only; tuned, evals/RESULTS.md)
+    refusal_bias: float = 0.0  # logit bonus of the refusal's first tokens (our engine only; prompts.refusal_bias)
 
     def __post_init__(self) -> None:
         checks = [

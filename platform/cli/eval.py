@@ -105,12 +105,13 @@ class EvalCorpora:
         return RetrieverSearcher(retriever, describe)
 
     def rag(self, task: TaskConfig, corpus: Corpus) -> tuple[RagLike, dict[str, Any]]:
-        from dataclasses import asdict
+        from dataclasses import asdict, replace
 
         retriever, describe = self._retriever(task, corpus)
         t = self.suite.target
-        config = self.wiring.rag_config(mode=t.mode, k=t.k, max_tokens=t.max_tokens, rewrite=False,
-                                        refusal_bias=t.refusal_bias)
+        config = self.wiring.rag_config(mode=t.mode, k=t.k, max_tokens=t.max_tokens, rewrite=False)
+        if t.refusal_bias is not None:
+            config = replace(config, refusal_bias=t.refusal_bias)
         return self.wiring.rag_on(retriever, config), {**describe, "model": self.wiring.model_name,
                                                        "rag": asdict(config)}
 

@@ -110,3 +110,29 @@ def test_refusal_bias_raises_only_the_refusal_path() -> None:
     assert second[9] == 2.5 and second.sum() == 2.5
     assert bias([4], torch.zeros(12)).sum() == 0  # the reply left the refusal: no bias
     assert bias([3, 9], torch.zeros(12)).sum() == 0  # past the biased prefix
+
+
+class RecordingBackend(ScriptedBackend):
+    """A scripted backend that declares logits processors (as our engine does) and records each request's."""
+
+    def __init__(self) -> None:
+        super().__init__(["x [1]"])
+        from ember.model.backends.base import Capabilities
+
+        self.capabilities = Capabilities(tokenizer=WordTokenizer(), logits_processors=True)
+        self.params: list[Any] = []
+
+    def chat(self, messages: list[Any], params: Any, options: Any = None) -> Any:
+        self.params.append(params)
+        return super().chat(messages, params)
+
+
+def test_the_refusal_bias_goes_with_the_request_on_an_engine_that_runs_processors() -> None:
+    backend = RecordingBackend()
+    RagPipeline(FixedRetriever(hits()), backend, RagConfig(refusal_bias=2.0)).answer("q?")  # type: ignore[arg-type]
+    (proc,) = backend.params[0].logits_processors
+    assert isinstance(proc, RefusalBias) and proc.bias == 2.0
+    backend = RecordingBackend()
+    RagPipeline(FixedRetriever(hits()), backend, RagConfig()).answer("q?")  # type: ignore[arg-type]
+    assert backend.params[0].logits_processors == []
+    assert prompts.refusal_bias("qwen2.5-coder-0.5b") == 2.0 and prompts.refusal_bias("smollm2") == 0.0

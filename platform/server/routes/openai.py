@@ -144,7 +144,8 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         if isinstance(final, RagAnswer):
             extra["citations"] = [c.to_dict() for c in final.citations]
             extra["ember"] = {"collection": collection, "query": final.query, "no_context": final.no_context,
-                              "dropped_chunk_ids": final.dropped_chunk_ids, "dropped_turns": final.dropped_turns}
+                              "dropped_chunk_ids": final.dropped_chunk_ids, "dropped_turns": final.dropped_turns,
+                              "refused": final.refused, "cited_chunk_ids": [c.chunk_id for c in final.cited]}
         if req.session_id and messages[-1]["role"] == "user":
             st.sessions.append(req.session_id, question, text, extra.get("citations"), who.name)
             extra.setdefault("ember", {})["session_id"] = req.session_id

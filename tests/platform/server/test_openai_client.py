@@ -59,7 +59,8 @@ def test_openai_client_end_to_end(make_server: ServerFactory, embedder: Sentence
     none = client.chat.completions.create(model="ember-rag:docs", max_tokens=12,
                                           messages=[{"role": "user", "content": "Who painted the Mona Lisa?"}])
     assert (none.model_extra or {})["ember"]["no_context"] and (none.model_extra or {})["citations"] == []
-    assert "could not find" in (none.choices[0].message.content or "")
+    assert none.choices[0].message.content == "The documents do not say."
+    assert (none.model_extra or {})["ember"]["refused"] and (none.model_extra or {})["ember"]["cited_chunk_ids"] == []
 
     # completions
     c = client.completions.create(model="smollm2", prompt="The capital of France is", max_tokens=5, temperature=0)
