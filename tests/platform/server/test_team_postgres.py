@@ -171,8 +171,7 @@ def test_kill_9_mid_ingest_leaves_the_database_consistent(two: tuple[Serve, Serv
     files = [("file", (f"part-{i:02d}.md", f"# Part {i}\n\n{text}\n".encode(), "text/markdown")) for i in range(20)]
     with a.client(keys["ed"]) as ca:
         r = ca.post("/v1/collections/big/files", files=files)
-        assert r.status_code == 202, r.text
-        job = r.json()
+        assert r.status_code == 202 and r.json()["status"] in ("queued", "running"), r.text
         deadline = time.time() + 240
         while True:  # kill once some files are in and others not yet
             with psycopg.connect(database) as con:
@@ -181,10 +180,8 @@ def test_kill_9_mid_ingest_leaves_the_database_consistent(two: tuple[Serve, Serv
                 break
             assert time.time() < deadline, "the ingest did not start"
             time.sleep(0.05)
-        job = ca.get(f"/v1/collections/big/jobs/{job['id']}").json()
-    assert job["status"] == "running", job
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait(10)
+        a.proc.send_signal(signal.SIGKILL)  # at once: fewer than all 20 documents in proves it was mid-ingest
+        a.proc.wait(10)
     state = consistency(database)
     assert 2 <= state["documents"] < 20, state  # killed mid-way: some documents, each of them whole
     with b.client(keys["ed"]) as cb:  # the other server goes on serving, and sees exactly what was committed
