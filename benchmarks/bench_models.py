@@ -43,21 +43,19 @@ def sample_questions(n: int, seed: int = 13) -> list[Any]:
     return random.Random(seed).sample(examples, n)
 
 
-def worker(name: str, questions: int) -> dict[str, Any]:
+def worker(name: str, questions: int, quantization: str = "none") -> dict[str, Any]:
     import torch
 
     from ember.evals.metrics.qa import best_over, exact_match, f1
     from ember.model.engine.llm_engine import EngineConfig, LLMEngine
-    from ember.model.fuse import fuse_projections
-    from ember.model.loader import load
+    from ember.model.loader import load_for_inference
     from ember.model.registry import GGUF_NAME
     from ember.model.sampling_params import SamplingParams
 
     torch.set_num_threads(os.cpu_count() or 1)
     gguf = MODELS_DIR / name / GGUF_NAME
     t0 = time.perf_counter()
-    lm = load(gguf, dtype="float32")
-    fuse_projections(lm.model)  # as EmberBackend serves it
+    lm = load_for_inference(gguf, dtype="float32", quantization=quantization)  # as EmberBackend serves it
     load_s = time.perf_counter() - t0
     tok = lm.tokenizer
     engine = LLMEngine(lm.model, tok, EngineConfig(kv_cache_bytes=512 << 20, max_num_seqs=BATCH))
@@ -71,7 +69,7 @@ def worker(name: str, questions: int) -> dict[str, Any]:
     engine.generate([long_ids], SamplingParams(temperature=0, max_tokens=1, ignore_eos=True))
     prefill = PREFILL_TOKENS / (time.perf_counter() - t1)
 
-    speed = {"model": name, "file_mb": gguf.stat().st_size / 1e6, "load_s": load_s,
+    speed = {"model": name, "quantization": quantization, "file_mb": gguf.stat().st_size / 1e6, "load_s": load_s,
              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
              "decode_tok_s": decode, "prefill_tok_s": prefill}
     if not questions:
@@ -96,10 +94,11 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(REGISTRY))
     ap.add_argument("--questions", type=int, default=200, help="0: speed only")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--quantization", default="none", help="engine.quantization: none | int8 | int4 | auto")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.questions)))
+        print(json.dumps(worker(args.worker, args.questions, args.quantization)))
         return
     rows = []
     for name in args.models.split(","):
@@ -107,11 +106,13 @@ def main() -> None:
             print(f"skip {name}: not pulled (ember models pull {name})", file=sys.stderr)
             continue
         print(f"… {name}", file=sys.stderr, flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--worker", name, "--questions", str(args.questions)],
+        proc = subprocess.run([sys.executable, __file__, "--worker", name, "--questions", str(args.questions),
+                               "--quantization", args.quantization],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads = cores; "
-          f"fp32 weights dequantized from each GGUF; QA: {args.questions} SQuAD v1.1 dev questions (seed 13), "
+          f"engine.quantization = {args.quantization} (none: fp32 weights dequantized from each GGUF); "
+          f"QA: {args.questions} SQuAD v1.1 dev questions (seed 13), "
           f"gold paragraph in the prompt, greedy")
     print("| model | GGUF | load | peak RSS | decode (batch 1) | prefill (512 tok) | oracle QA EM / F1 | s / answer |")
     print("|---|---|---|---|---|---|---|---|")

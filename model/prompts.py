@@ -33,7 +33,7 @@ RAG_SYSTEM = (
 # The refusal bias per model (`ember.model.refusal.RefusalBias`, our engine): tuned for Qwen2.5-Coder-0.5B on the
 # tuning split of squad-unanswerable (evals/RESULTS.md) and used as is for the 1.5B; SmolLM2-135M refuses nearly
 # every question with any bias, so it gets none. Other models: none.
-REFUSAL_BIAS: dict[str, float] = {"qwen2.5-coder-0.5b": 2.0, "qwen2.5-coder-1.5b": 2.0}
+REFUSAL_BIAS: dict[str, float] = {"qwen2.5-coder-0.5b": 1.0, "qwen2.5-coder-1.5b": 1.0}
 
 
 def refusal_bias(model: str) -> float:
@@ -75,7 +75,8 @@ _DEMO_PASSAGES = (
 )
 DEMOS: tuple[tuple[str, str], ...] = (
     ("What river drains Lake Ontario?", "The Saint Lawrence River [1]"),
-    ("How long are the logs kept?", "30 days, in `/var/log/svc` [2]"),
+    ("How long are the logs kept?", "30 days [2]"),
+    ("How do I stop the service?", "Run `svc stop --all` [2]"),
     ("Who discovered Lake Ontario?", REFUSAL),
 )
 

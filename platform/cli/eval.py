@@ -112,8 +112,12 @@ class EvalCorpora:
         config = self.wiring.rag_config(mode=t.mode, k=t.k, max_tokens=t.max_tokens, rewrite=False)
         if t.refusal_bias is not None:
             config = replace(config, refusal_bias=t.refusal_bias)
+        from ember.evals.suite import fingerprint
+        from ember.model import prompts
+
         return self.wiring.rag_on(retriever, config), {**describe, "model": self.wiring.model_name,
-                                                       "rag": asdict(config)}
+                                                       "rag": asdict(config),
+                                                       "prompt": fingerprint(prompts.RAG_SYSTEM, prompts.DEMOS)[:12]}
 
 
 @app.command()

@@ -3,6 +3,58 @@
 const $ = (id) => document.getElementById(id);
 const state = { key: localStorage.getItem("ember-key") || "", session: null, busy: null, me: null };
 
+// Answers are Markdown. Everything is HTML-escaped first; the few constructs below then add their own tags,
+// so nothing the model writes can become markup or script. Links only to http(s); [n] marks cite passages.
+function escapeHtml(s) {
+  return s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+}
+
+function inline(s) {
+  const codes = [];
+  s = s.replace(/`([^`\n]+)`/g, (_, c) => { codes.push(c); return `\u0000${codes.length - 1}\u0000`; });
+  s = s.replace(/\*\*([^*\n]+)\*\*/g, "<strong>$1</strong>")
+    .replace(/(^|[^*\w])\*([^*\n]+)\*(?!\w)/g, "$1<em>$2</em>")
+    .replace(/\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)/g, '<a href="$2" rel="noopener noreferrer" target="_blank">$1</a>')
+    .replace(/\[(\d{1,3}(?:,\s*\d{1,3})*)\]/g, '<span class="cite-ref">[$1]</span>');
+  return s.replace(/\u0000(\d+)\u0000/g, (_, i) => `<code>${codes[+i]}</code>`);
+}
+
+function renderMarkdown(text) {
+  const lines = escapeHtml(text).split("\n");
+  const out = [];
+  let list = null, para = [], fence = null;
+  const flush = () => {
+    if (para.length) { out.push(`<p>${inline(para.join("\n"))}</p>`); para = []; }
+    if (list) { out.push(`</${list}>`); list = null; }
+  };
+  for (const line of lines) {
+    if (fence !== null) {
+      if (/^\s*```/.test(line)) { out.push(`<pre><code>${fence.join("\n")}</code></pre>`); fence = null; }
+      else fence.push(line);
+      continue;
+    }
+    if (/^\s*```/.test(line)) { flush(); fence = []; continue; }
+    const heading = line.match(/^(#{1,4})\s+(.*)$/);
+    const item = line.match(/^\s*(?:([-*+])|(\d+)[.)])\s+(.*)$/);
+    if (heading) { flush(); out.push(`<h${heading[1].length + 2}>${inline(heading[2])}</h${heading[1].length + 2}>`); }
+    else if (item) {
+      if (para.length) { out.push(`<p>${inline(para.join("\n"))}</p>`); para = []; }
+      const kind = item[1] ? "ul" : "ol";
+      if (list !== kind) { if (list) out.push(`</${list}>`); out.push(`<${kind}>`); list = kind; }
+      out.push(`<li>${inline(item[3])}</li>`);
+    } else if (!line.trim()) flush();
+    else { if (list) { out.push(`</${list}>`); list = null; } para.push(line); }
+  }
+  if (fence !== null) out.push(`<pre><code>${fence.join("\n")}</code></pre>`);  // still streaming
+  flush();
+  return out.join("");
+}
+
+function setText(el, text) {
+  el.dataset.raw = text;
+  el.innerHTML = renderMarkdown(text);
+}
+
 function headers(extra = {}) {
   return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
 }
@@ -82,7 +134,7 @@ function addMessage(role, text) {
   div.className = `msg ${role}`;
   const body = document.createElement("div");
   body.className = "text";
-  body.textContent = text;
+  if (role === "assistant") setText(body, text); else body.textContent = text;
   div.append(body);
   $("messages").append(div);
   div.scrollIntoView({ block: "end" });
@@ -93,10 +145,12 @@ function showCitations(div, citations) {
   if (!citations || !citations.length) return;
   const box = document.createElement("div");
   box.className = "citations";
-  for (const c of citations) {
+  // the passages the answer cites as [n] first, marked; then the others it was given
+  const ordered = [...citations].sort((x, y) => (y.cited ? 1 : 0) - (x.cited ? 1 : 0) || x.n - y.n);
+  for (const c of ordered) {
     const b = document.createElement("button");
     b.type = "button";
-    b.className = "citation";
+    b.className = c.cited ? "citation cited" : "citation";
     const file = c.source.split("/").pop();
     b.textContent = `[${c.n}] ${file} · ${c.location}`;
     b.title = `similarity ${c.relevance.toFixed(2)}, characters ${c.start}–${c.end}`;
@@ -152,13 +206,13 @@ async function ask(question) {
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message);
         const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-        if (delta && delta.content) { text.textContent += delta.content; div.scrollIntoView({ block: "end" }); }
+        if (delta && delta.content) { setText(text, (text.dataset.raw || "") + delta.content); div.scrollIntoView({ block: "end" }); }
         if (chunk.citations) showCitations(div, chunk.citations);
       }
     }
     div.dataset.done = "true";
   } catch (e) {
-    if (e.name !== "AbortError") { div.classList.add("error"); text.textContent += `\n${e.message}`; }
+    if (e.name !== "AbortError") { div.classList.add("error"); text.textContent = `${text.dataset.raw || ""}\n${e.message}`; }
     div.dataset.done = "true";
   } finally {
     state.busy = null;

@@ -135,4 +135,4 @@ def test_the_refusal_bias_goes_with_the_request_on_an_engine_that_runs_processor
     backend = RecordingBackend()
     RagPipeline(FixedRetriever(hits()), backend, RagConfig()).answer("q?")  # type: ignore[arg-type]
     assert backend.params[0].logits_processors == []
-    assert prompts.refusal_bias("qwen2.5-coder-0.5b") == 2.0 and prompts.refusal_bias("smollm2") == 0.0
+    assert prompts.refusal_bias("qwen2.5-coder-0.5b") == 1.0 and prompts.refusal_bias("smollm2") == 0.0

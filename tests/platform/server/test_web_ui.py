@@ -1,14 +1,24 @@
-"""The chat page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): upload a document,
-ask a question, watch the answer stream in, open a citation. Saves a screenshot as a test artifact."""
+"""The chat page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): upload the bundled docs,
+ask how to revoke an API key, watch the answer stream in as rendered Markdown, open a citation. Saves a screenshot
+as a test artifact. The answer must name `ember keys revoke`, which SmolLM2-135M cannot do (it answers "create a
+new key"), so this test runs the model `make run` serves (the Makefile's SERVE_MODEL, pulled by `make setup`)."""
 
 from __future__ import annotations
 
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import DOCS, REPO, ServerFactory
+from ember.model.backends.ember import EmberBackend
+from ember.model.engine.llm_engine import EngineConfig
+from ember.platform.server.run import build_state
+from ember.platform.settings import Settings
+from ember.retrieval.embedders import SentenceTransformerEmbedder
+
+from .conftest import DOCS, REPO, LiveServer, ServerFactory
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -16,9 +26,33 @@ pytestmark = [pytest.mark.smollm2, pytest.mark.slow,
               pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")]
 
 
-def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_path: Path) -> None:
+SERVE_MODEL = re.search(r"^SERVE_MODEL\s*:?=\s*(\S+)", (REPO / "Makefile").read_text(), re.M).group(1)  # type: ignore[union-attr]
+
+
+@pytest.fixture(scope="module")
+def default_engine() -> Iterator[EmberBackend]:
+    folder = REPO / ".ember" / "models" / SERVE_MODEL
+    if not (folder / "ember-source.json").is_file():
+        pytest.skip(f"{SERVE_MODEL} is not pulled (ember models pull {SERVE_MODEL}; make setup does it)")
+    b = EmberBackend.from_path(folder, config=EngineConfig(kv_cache_bytes=256 << 20, max_model_len=4096),
+                               quantization="int8")
+    yield b
+    b.close()
+
+
+@pytest.fixture
+def default_server(tmp_path: Path, default_engine: EmberBackend, embedder: SentenceTransformerEmbedder
+                   ) -> Iterator[LiveServer]:
+    st = build_state(Settings(data_dir=tmp_path / "data", model=SERVE_MODEL), default_engine, SERVE_MODEL,
+                     lambda spec: embedder)
+    s = LiveServer(st)
+    yield s
+    s.stop()
+
+
+def test_upload_ask_stream_and_open_citation(default_server: LiveServer, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
-    server = make_server(max_tokens=24)
+    server = default_server
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox", "--disable-dev-shm-usage"])
@@ -32,10 +66,11 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
             assert response is not None and "frame-ancestors 'none'" in response.headers["content-security-policy"]
             page.click("#upload-box summary")
             page.fill("#new-collection", "mydocs")
-            page.set_input_files("#file", [str(DOCS / "server.md"), str(DOCS / "engine.md")])
+            docs = sorted(DOCS.glob("*.md"))
+            page.set_input_files("#file", [str(d) for d in docs])
             page.click("#upload")
             page.wait_for_selector("#upload-status[data-done=true]", timeout=120_000)
-            assert "Indexed 2 file(s)" in page.inner_text("#upload-status")
+            assert f"Indexed {len(docs)} file(s)" in page.inner_text("#upload-status")
             assert page.input_value("#collection") == "mydocs"
 
             # count the tokens as they arrive: the answer must grow in several steps, not appear at once
@@ -46,12 +81,15 @@ def test_upload_ask_stream_and_open_citation(make_server: ServerFactory, tmp_pat
                          {subtree: true, childList: true, characterData: true}); }""")
             page.fill("#question", "How do I revoke an API key?")
             page.click("#send")
-            page.wait_for_selector(".msg.assistant[data-done=true]", timeout=120_000)
+            page.wait_for_selector(".msg.assistant[data-done=true]", timeout=300_000)
             answer = page.inner_text(".msg.assistant .text")
             lengths = page.evaluate("window.lengths")
-            assert answer.strip() and len(set(lengths)) >= 3, (answer, lengths)
+            assert "ember keys revoke" in answer and len(set(lengths)) >= 3, (answer, lengths)
+            assert page.locator(".msg.assistant .text code").count() >= 1  # Markdown rendered: `ember keys ...`
+            assert page.locator(".msg.assistant .text script").count() == 0
+            # the passages the answer cites as [n] come first (marked .cited), then the rest it was given
             citations = page.locator(".msg.assistant .citation")
-            assert citations.count() >= 1 and "server.md" in citations.first.inner_text()
+            assert citations.count() >= 1 and "server.md" in citations.first.inner_text(), answer
 
             citations.first.click()
             page.wait_for_selector("#passage[open]")
