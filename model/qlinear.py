@@ -84,10 +84,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).to(torch.bfloat16)
-        if x2.shape[0] <= SMALL_M and x2.device.type == "cpu":
-            y = self.packed_mm(x2)
-        else:
-            y = F.linear(x2, self.dense)
+        small = x2.shape[0] <= SMALL_M and x2.device.type == "cpu"
+        y = self.packed_mm(x2) if small else F.linear(x2, self.dense)
         y = y.to(x.dtype).reshape(*shape[:-1], self.out_features)
         return y if self.bias is None else y + self.bias.to(x.dtype)
 

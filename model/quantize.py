@@ -4,7 +4,8 @@
 
 Modes: `none` keeps full precision; `int8` makes every linear layer per-channel int8; `int4` makes
 them 4-bit groups of 32 but the LM head, which stays int8 (as llama.cpp's Q4 mixes keep the output
-layer at 6 bits or more: a 4-bit LM head costs SmolLM2 +7 % perplexity, the rest +0.2 %); `auto` keeps about the checkpoint's bits: tensors a GGUF stores as 4-bit groups
+layer at 6 bits or more: a 4-bit LM head costs SmolLM2 +7 % perplexity, the rest +0.2 %); `auto`
+keeps about the checkpoint's bits: tensors a GGUF stores as 4-bit groups
 (Q4_0/Q4_1/Q4_K) become int4 with their codes untouched, other quantized tensors (Q5/Q6/Q8) become int8,
 float tensors stay float. `int4_sources` (from `ember.model.weights.gguf.int4_weights`) are those exact
 4-bit forms; a layer without one is requantized from its float weight. Embeddings and norms stay in full

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# As the `ember` command does (platform/cli/app.py), before torch loads libgomp: torch's threads sleep at
+# barriers instead of spinning, so tests beside other processes (and the servers they start) keep speed.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from pathlib import Path
 from typing import TYPE_CHECKING
 

@@ -19,9 +19,9 @@ from tokenizers import Tokenizer as Backend
 
 from ember.model.config import LlamaConfig, RopeScaling
 from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
+from ember.model.qlinear import INT4_TYPES, Int4Weight
 from ember.model.tokenizer import Tokenizer
 from ember.model.weights.dequant import GGML_TYPES, INT4_GROUP, dequantize, int4_groups
-from ember.model.qlinear import INT4_TYPES, Int4Weight
 from ember.model.weights.gguf_layout import check_layout
 
 log = logging.getLogger(__name__)

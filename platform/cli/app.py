@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+# Before anything loads torch (and with it libgomp, which reads this once): torch's OpenMP threads sleep at
+# a barrier instead of spinning. On a shared CPU (the server's own event loop and embedder, other
+# processes) a spinning team waits for a descheduled member at every op: SmolLM2 decode with 2 threads
+# fell to 1.2 tok/s beside one busy process, and ran 24.5 tok/s with PASSIVE (benchmarks/RESULTS.md).
+# An explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated
