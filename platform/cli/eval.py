@@ -136,8 +136,8 @@ def run(ctx: typer.Context,
     """Run a suite and write results.jsonl, report.json and report.html into the run folder.
 
     Finished examples are cached in the run folder, so an interrupted run picks up where it stopped and a
-    rerun only re-scores. Shipped suites: squad-closed, squad-rag, squad-retrieval, msmarco-retrieval,
-    scitldr, arc-easy, gate."""
+    rerun only re-scores. Shipped suites: squad-closed, squad-rag, squad-unanswerable, squad-retrieval,
+    msmarco-retrieval, scitldr, arc-easy, gsm8k-agent, hotpot-agent, gate."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
