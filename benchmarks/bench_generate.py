@@ -350,7 +350,7 @@ def main() -> None:
     results = []
     for name in a.models:
         r = run_model(name, a)
-        report(r, bw, a)
+        report(r, bw, a.threads)
         results.append(r)
     if a.json:
         a.json.write_text(json.dumps({"bandwidth_gb_s": bw, "threads": a.threads, "models": results}, indent=2) + "\n")

@@ -119,7 +119,7 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", devi
             g = GGUFFile(src)
             types = weight_types(g)
             sources = int4_weights(g, lm.model.config)
-        quantize(lm.model, quantization, sources, types)  # type: ignore[arg-type]
+        quantize(lm.model, quantization, sources, types)
     lm.load_seconds = time.perf_counter() - t0
     return lm
 

@@ -27,6 +27,6 @@ def test_chat_with_a_collection(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert r.exit_code == 0, r.output
     assert "collection ember-docs" in r.output
     assert "[1] " in r.output and "server.md · The Ember server › API keys (chars" in r.output
-    assert "(nothing relevant in the collection)" in r.output and "could not find anything" in r.output
+    assert "(nothing relevant in the collection)" in r.output and "The documents do not say." in r.output
     missing = runner.invoke(app, ["chat", "--collection", "nope"], input="/exit\n")
     assert missing.exit_code != 0 and "no collection named 'nope'" in str(missing.exception or missing.output)
