@@ -35,7 +35,7 @@ def hits(headings: tuple[str, ...] = ("Server", "API keys"), source: str = "docs
 
 def pipeline(reply: str, **config: Any) -> tuple[RagPipeline, ScriptedBackend]:
     backend = ScriptedBackend([reply])
-    return RagPipeline(FixedRetriever(hits()), backend, RagConfig(**config)), backend  # type: ignore[arg-type]
+    return RagPipeline(FixedRetriever(hits()), backend, RagConfig(**config)), backend
 
 
 def test_prompt_is_the_prompt_module_s_numbered_passages_and_question_last() -> None:
@@ -51,7 +51,7 @@ def test_prompt_is_the_prompt_module_s_numbered_passages_and_question_last() -> 
 
 
 def test_training_prompt_equals_the_served_prompt() -> None:
-    rag = RagPipeline(FixedRetriever(hits((), "eval:Super_Bowl_50/0", "Super_Bowl_50")),  # type: ignore[arg-type]
+    rag = RagPipeline(FixedRetriever(hits((), "eval:Super_Bowl_50/0", "Super_Bowl_50")),
                       ScriptedBackend(["x"]))
     served = rag.answer("Who won?").messages
     assert served == grounded_messages(TEXTS, "Who won?", "Super_Bowl_50")
@@ -129,10 +129,10 @@ class RecordingBackend(ScriptedBackend):
 
 def test_the_refusal_bias_goes_with_the_request_on_an_engine_that_runs_processors() -> None:
     backend = RecordingBackend()
-    RagPipeline(FixedRetriever(hits()), backend, RagConfig(refusal_bias=2.0)).answer("q?")  # type: ignore[arg-type]
+    RagPipeline(FixedRetriever(hits()), backend, RagConfig(refusal_bias=2.0)).answer("q?")
     (proc,) = backend.params[0].logits_processors
     assert isinstance(proc, RefusalBias) and proc.bias == 2.0
     backend = RecordingBackend()
-    RagPipeline(FixedRetriever(hits()), backend, RagConfig()).answer("q?")  # type: ignore[arg-type]
+    RagPipeline(FixedRetriever(hits()), backend, RagConfig()).answer("q?")
     assert backend.params[0].logits_processors == []
     assert prompts.refusal_bias("qwen2.5-coder-0.5b") == 1.0 and prompts.refusal_bias("smollm2") == 0.0
