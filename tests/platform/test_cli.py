@@ -92,3 +92,18 @@ def test_pull_from_file_info_generate_export(tmp_path: Path, smollm2_gguf: Path)
     exported = run("models", "export", "smollm2", str(tmp_path / "out"), cwd=tmp_path, env=env)
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def test_bench_generate_runs_the_default_quantized_engine(tmp_path: Path, smollm2_folder: Path) -> None:
+    """`ember bench generate` for real on SmolLM2 (engine.quantization = auto); with --peers, llama.cpp's row
+    when llama-cpp-python is installed (`make bench-peers`), else the line that says how to get it."""
+    (tmp_path / "data" / "models").mkdir(parents=True)
+    (tmp_path / "data" / "models" / "smollm2").symlink_to(smollm2_folder)  # nothing written beside the pull
+    env = {"EMBER_DATA_DIR": str(tmp_path / "data"), "EMBER_ENGINE__KV_CACHE_MB": "128"}
+    out = run("bench", "generate", "--requests", "2", "--tokens", "4", cwd=tmp_path, env=env, timeout=400)
+    assert out.returncode == 0, out.stderr
+    assert "batch-1 decode" in out.stdout and "2 requests x 4 tokens" in out.stdout
+    assert "ember / llama.cpp" in out.stdout or "make bench-peers" in out.stdout
+    quiet = run("bench", "generate", "--requests", "2", "--tokens", "4", "--no-peers", cwd=tmp_path, env=env,
+                timeout=400)
+    assert quiet.returncode == 0 and "llama.cpp" not in quiet.stdout, quiet.stderr
