@@ -84,7 +84,7 @@ def test_upload_ask_stream_and_open_citation(default_server: LiveServer, tmp_pat
             page.wait_for_selector(".msg.assistant[data-done=true]", timeout=300_000)
             answer = page.inner_text(".msg.assistant .text")
             lengths = page.evaluate("window.lengths")
-            assert "ember keys revoke" in answer and len(set(lengths)) >= 3, (answer, lengths)
+            assert "ember keys revoke" in answer and len(set(lengths)) >= 3, (answer, lengths, _what_it_saw(server))
             assert page.locator(".msg.assistant .text code").count() >= 1  # Markdown rendered: `ember keys ...`
             assert page.locator(".msg.assistant .text script").count() == 0
             # the passages the answer cites as [n] come first (marked .cited), then the rest it was given
@@ -113,6 +113,19 @@ def test_upload_ask_stream_and_open_citation(default_server: LiveServer, tmp_pat
             assert errors == []
         finally:
             browser.close()
+
+
+def _what_it_saw(server: LiveServer) -> object:
+    """The stored conversations (each answer's passages and whether it cited them), for the failure message."""
+    try:
+        with server.client() as c:
+            return [[(m.get("role"), str(m.get("content"))[:200],
+                      [(x.get("source"), x.get("location"), x.get("relevance"), x.get("cited"))
+                       for x in m.get("citations") or []])
+                     for m in c.get(f"/v1/sessions/{s['id']}").json()["messages"]]
+                    for s in c.get("/v1/sessions").json()["data"]]
+    except Exception as e:  # the message must not hide the assertion
+        return f"(could not read the sessions: {e!r})"
 
 
 def test_page_asks_for_the_api_key_when_keys_are_configured(make_server: ServerFactory) -> None:
