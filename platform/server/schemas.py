@@ -75,7 +75,8 @@ class Sampling(Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS)
-    temperature: float = Field(1.0, ge=0, le=2, allow_inf_nan=False)
+    # omitted: OpenAI's 1.0, but greedy (0) for an answer from a collection (RAG answers stay faithful)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     top_p: float = Field(1.0, gt=0, le=1, allow_inf_nan=False)
     top_k: int = Field(0, ge=0, le=1 << 20)
     min_p: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
@@ -92,9 +93,10 @@ class Sampling(Strict):
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     user: Name | None = None
 
-    def params(self, default_max_tokens: int) -> SamplingParams:
+    def params(self, default_max_tokens: int, default_temperature: float = 1.0) -> SamplingParams:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
-        return SamplingParams(max_tokens=self.max_tokens or default_max_tokens, temperature=self.temperature,
+        temperature = default_temperature if self.temperature is None else self.temperature
+        return SamplingParams(max_tokens=self.max_tokens or default_max_tokens, temperature=temperature,
                               top_p=self.top_p, top_k=self.top_k, min_p=self.min_p,
                               repetition_penalty=self.repetition_penalty, presence_penalty=self.presence_penalty,
                               frequency_penalty=self.frequency_penalty, stop=stop, seed=self.seed,

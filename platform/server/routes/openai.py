@@ -2,7 +2,8 @@
 
 A chat goes to the RAG pipeline when the model is `ember-rag:NAME` or the body names a `collection`; the
 answer then carries `citations` (and `ember`: the retrieval query, dropped chunk ids, no_context) as extra
-fields, which the official client keeps (`completion.citations`, `chunk.model_extra`). Generation runs on a
+fields, which the official client keeps (`completion.citations`, `chunk.model_extra`), and a request that
+omits `temperature` is answered greedily (elsewhere omitted means OpenAI's 1.0). Generation runs on a
 worker thread; the first item is awaited before the response starts, so errors are clean HTTP errors; a
 client that goes away mid-stream cancels the generation (see `streaming.py`).
 """
@@ -117,7 +118,7 @@ async def chat_completions(req: ChatRequest, request: Request) -> Any:
         _check_model(st, req.model)
     else:
         await run_in_threadpool(st.users.check_read, who, collection)
-    params = req.params(st.settings.server.max_tokens)
+    params = req.params(st.settings.server.max_tokens, default_temperature=0.0 if collection else 1.0)
     if req.max_completion_tokens:
         params = replace(params, max_tokens=req.max_completion_tokens)
     _check_max_tokens(st, params.max_tokens, "max_completion_tokens" if req.max_completion_tokens else "max_tokens")

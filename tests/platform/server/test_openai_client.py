@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import openai
 import pytest
+import torch
 from openai.types.chat import ChatCompletionMessageParam
 
 from ember.retrieval.embedders import SentenceTransformerEmbedder
@@ -54,6 +55,20 @@ def test_openai_client_end_to_end(make_server: ServerFactory, embedder: Sentence
     got = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == rag.choices[0].message.content
     assert [c["chunk_id"] for c in (got[-1].model_extra or {})["citations"]] == [c["chunk_id"] for c in citations]
+
+    # an answer from a collection without `temperature` is greedy (the web UI sends none), whatever the
+    # sampler's RNG did before; a plain chat without it samples at OpenAI's 1.0 (same text as an explicit 1.0)
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        again = client.chat.completions.create(model="ember-rag:docs", messages=q, max_tokens=12)
+        assert again.choices[0].message.content == rag.choices[0].message.content
+    hi: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell me something."}]
+    omitted = client.chat.completions.create(model="smollm2", messages=hi, max_tokens=16, seed=7)
+    explicit = client.chat.completions.create(model="smollm2", messages=hi, max_tokens=16, seed=7, temperature=1.0)
+    greedy = client.chat.completions.create(model="smollm2", messages=hi, max_tokens=16, temperature=0)
+    assert omitted.choices[0].message.content == explicit.choices[0].message.content
+    assert any(client.chat.completions.create(model="smollm2", messages=hi, max_tokens=16, seed=s)
+               .choices[0].message.content != greedy.choices[0].message.content for s in (7, 8, 9))
 
     # nothing relevant: said plainly, not invented
     none = client.chat.completions.create(model="ember-rag:docs", max_tokens=12,
