@@ -8,6 +8,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -27,6 +28,7 @@ class LoadedModel:
     tokenizer: Tokenizer
     source: Path
     load_seconds: float
+    gguf: Any = None  # the parsed `GGUFFile` when loaded from one (quantization reads its blocks again)
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: str | torch.device) -> torch.dtype:
@@ -74,10 +76,12 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
     src = model_file(Path(path))
     t0 = time.perf_counter()
     torch_dtype = resolve_dtype(dtype, device)
+    gguf = None
     if src.is_file() and src.suffix == ".gguf":
-        from ember.model.weights.gguf import load_gguf
+        from ember.model.weights.gguf import GGUFFile, load_gguf
 
-        config, state, tokenizer = load_gguf(src)
+        gguf = GGUFFile(src)
+        config, state, tokenizer = load_gguf(gguf)
     elif src.is_dir():
         config = LlamaConfig.load(src)
         state = load_safetensors(src)
@@ -87,7 +91,7 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
     else:
         raise WeightsError(src, "not a model: expected an HF folder or a .gguf file")
     model = build_model(config, state, src, torch_dtype, device)
-    return LoadedModel(model, tokenizer, src, time.perf_counter() - t0)
+    return LoadedModel(model, tokenizer, src, time.perf_counter() - t0, gguf)
 
 
 def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
@@ -98,7 +102,6 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", devi
     """
     from ember.model.fuse import fuse_projections
     from ember.model.quantize import MODES, quantize
-    from ember.model.registry import model_file
 
     if quantization not in MODES:
         raise ConfigError(f"quantization={quantization!r} is not supported; allowed: {', '.join(MODES)}")
@@ -112,13 +115,11 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", devi
             raise ConfigError(f"quantization={quantization!r} runs on the CPU only",
                               hint="On CUDA use quantization = \"none\" with dtype bfloat16.")
         sources, types = {}, {}
-        src = model_file(Path(path))
-        if src.is_file() and src.suffix == ".gguf" and quantization in ("int4", "auto"):
-            from ember.model.weights.gguf import GGUFFile, int4_weights, weight_types
+        if lm.gguf is not None and quantization in ("int4", "auto"):
+            from ember.model.weights.gguf import int4_weights, weight_types
 
-            g = GGUFFile(src)
-            types = weight_types(g)
-            sources = int4_weights(g, lm.model.config)
+            types = weight_types(lm.gguf)
+            sources = int4_weights(lm.gguf, lm.model.config)
         quantize(lm.model, quantization, sources, types)
     lm.load_seconds = time.perf_counter() - t0
     return lm

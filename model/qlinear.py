@@ -38,14 +38,23 @@ class Int4Weight:
                              f"scale {tuple(self.scale.shape)}, offset {tuple(self.offset.shape)}")
 
     @classmethod
-    def from_float(cls, w: torch.Tensor) -> Int4Weight:
-        """Asymmetric min/max rounding per group of 32 (a lossy requantization of a float weight)."""
+    def from_float(cls, w: torch.Tensor, search: bool = True) -> Int4Weight:
+        """Asymmetric 4-bit groups of 32 from a float weight (a lossy requantization).
+
+        With `search` (the default), each group tries its min/max range shrunk by a few factors, refits scale
+        and offset to the rounded codes by least squares, and keeps the candidate with the least squared error
+        (llama.cpp's make_qkx quantizers do the same); without it, plain min/max rounding."""
         n, k = w.shape
-        g = w.detach().float().reshape(n, k // GROUP, GROUP)
-        lo, hi = g.amin(-1), g.amax(-1)
-        scale = ((hi - lo) / 15).clamp(min=1e-10)
-        codes = torch.round((g - lo[..., None]) / scale[..., None]).clamp(0, 15).to(torch.uint8)
-        return cls(codes.reshape(n, k), scale, lo)
+        if k % GROUP:
+            raise ValueError(f"in_features {k} is not a multiple of {GROUP}")
+        codes, scale, offset = [], [], []
+        step = max(1, (1 << 22) // k)  # rows per chunk: about 4M elements of fp32 work at a time
+        for r in range(0, n, step):
+            c, s, o = _int4_groups(w[r:r + step].detach().float().reshape(-1, k // GROUP, GROUP), search)
+            codes.append(c.reshape(-1, k))
+            scale.append(s)
+            offset.append(o)
+        return cls(torch.cat(codes), torch.cat(scale), torch.cat(offset))
 
     @classmethod
     def cat(cls, parts: list[Int4Weight]) -> Int4Weight:
@@ -59,6 +68,40 @@ class Int4Weight:
         n, k = self.codes.shape
         g = self.codes.reshape(n, k // GROUP, GROUP).float()
         return (g * self.scale[..., None] + self.offset[..., None]).reshape(n, k)
+
+
+SHRINK = (1.0, 0.9)  # range factors `from_float` tries per group (more find no better: RESULTS.md)
+
+
+def _int4_candidate(g: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, f: float, refit: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes, scale, offset and squared error of the range [lo, hi] shrunk by `f` about its middle."""
+    mid = (hi + lo) / 2
+    a, b = mid - (mid - lo) * f, mid + (hi - mid) * f
+    scale = ((b - a) / 15).clamp(min=1e-10)
+    codes = torch.round((g - a[..., None]) / scale[..., None]).clamp(0, 15)
+    if refit:  # least-squares scale and offset for these codes
+        qm, wm = codes.mean(-1), g.mean(-1)
+        dq = codes - qm[..., None]
+        var = (dq * dq).sum(-1)
+        fit = (dq * (g - wm[..., None])).sum(-1) / var.clamp(min=1e-12)
+        ok = var > 0
+        scale = torch.where(ok, fit, scale).clamp(min=1e-10)
+        a = torch.where(ok, wm - scale * qm, a)
+    err = ((codes * scale[..., None] + a[..., None] - g) ** 2).sum(-1)
+    return codes, scale, a, err
+
+
+def _int4_groups(g: torch.Tensor, search: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(..., 32) fp32 groups -> codes (uint8 0..15), scale, offset: the least squared error candidate."""
+    lo, hi = g.amin(-1), g.amax(-1)
+    codes, scale, off, err = _int4_candidate(g, lo, hi, 1.0, False)
+    for f in SHRINK if search else ():
+        c, s, o, e = _int4_candidate(g, lo, hi, f, True)
+        take = e < err
+        codes = torch.where(take[..., None], c, codes)
+        scale, off, err = torch.where(take, s, scale), torch.where(take, o, off), torch.where(take, e, err)
+    return codes.to(torch.uint8), scale, off
 
 
 def packable_int4(n: int, k: int) -> bool:

@@ -6,10 +6,14 @@ Modes: `none` keeps full precision; `int8` makes every linear layer per-channel 
 them 4-bit groups of 32 but the LM head, which stays int8 (as llama.cpp's Q4 mixes keep the output
 layer at 6 bits or more: a 4-bit LM head costs SmolLM2 +7 % perplexity, the rest +0.2 %); `auto`
 keeps about the checkpoint's bits: tensors a GGUF stores as 4-bit groups
-(Q4_0/Q4_1/Q4_K) become int4 with their codes untouched, other quantized tensors (Q5/Q6/Q8) become int8,
-float tensors stay float. `int4_sources` (from `ember.model.weights.gguf.int4_weights`) are those exact
-4-bit forms; a layer without one is requantized from its float weight. Embeddings and norms stay in full
-precision. A fused layer (qkv_proj, gate_up_proj) is as precise as its most precise part.
+(Q4_0/Q4_1/Q4_K) become int4 with their codes untouched, 5-bit ones (Q5_0/Q5_1/Q5_K) are requantized to
+int4 with an error-minimising search (`Int4Weight.from_float`; the LM head excepted), Q6_K/Q8_0 become
+int8, float tensors stay float. `int4_sources` (from `ember.model.weights.gguf.int4_weights`) are those exact
+4-bit forms; a layer without one is requantized from its float weight, and inside a fused 4-bit layer
+(qkv_proj, gate_up_proj) each part keeps its exact codes where it has them. Embeddings and norms stay in full
+precision. A fused layer is as precise as its most precise part (one Q6_K/Q8_0 part makes it int8). Qwen2.5-
+Coder-0.5B's Q4_K_M file is mostly Q5_0 (its 896-wide rows do not fit Q4_K's 256-blocks): `auto` runs it at
++2.8 % perplexity, 385 MB per token instead of int8's 495.
 """
 
 from __future__ import annotations
@@ -20,12 +24,13 @@ import torch
 from torch import nn
 
 from ember.model.fuse import FUSED
-from ember.model.llama import Llama
-from ember.model.qlinear import Int4Linear, Int4Weight, Int8Linear, QuantLinear, packable_int4
+from ember.model.llama import Attention, Llama
+from ember.model.qlinear import INT4_TYPES, Int4Linear, Int4Weight, Int8Linear, QuantLinear, packable_int4
 
 Mode = Literal["none", "auto", "int8", "int4"]
 MODES: tuple[Mode, ...] = ("none", "auto", "int8", "int4")
 FLOAT_TYPES = ("F32", "F16", "BF16")
+FIVE_BIT_TYPES = ("Q5_0", "Q5_1", "Q5_K")  # `auto` runs these as int4 (one bit less; perplexity in RESULTS.md)
 
 
 def _parts(name: str, model: Llama) -> list[str]:
@@ -33,7 +38,7 @@ def _parts(name: str, model: Llama) -> list[str]:
     prefix, _, leaf = name.rpartition(".")
     if leaf == "lm_head" and model.config.tie_word_embeddings:
         return ["model.embed_tokens.weight"]
-    return [f"{prefix}.{p}.weight" for p in FUSED.get(leaf, (leaf,))]
+    return [f"{prefix}.{p}.weight" if prefix else f"{p}.weight" for p in FUSED.get(leaf, (leaf,))]
 
 
 def _target(mode: Mode, name: str, parts: list[str], exact: bool,
@@ -47,7 +52,33 @@ def _target(mode: Mode, name: str, parts: list[str], exact: bool,
         return "int4"
     if all(k in FLOAT_TYPES for k in kinds):
         return "none"
+    if name != "lm_head" and all(k in INT4_TYPES or k in FIVE_BIT_TYPES for k in kinds):
+        return "int4"
     return "int8"
+
+
+def _part_rows(module: nn.Module, leaf: str, n: int) -> list[int]:
+    """Rows of each part of a fused weight, in `FUSED` order (one part when the layer is not fused)."""
+    if leaf == "qkv_proj" and isinstance(module, Attention):
+        return [module.n_heads * module.hd, module.n_kv * module.hd, module.n_kv * module.hd]
+    if leaf == "gate_up_proj":
+        return [n // 2, n // 2]
+    return [n]
+
+
+def _int4_weight(module: nn.Module, leaf: str, weight: torch.Tensor, parts: list[str],
+                 sources: dict[str, Int4Weight]) -> Int4Weight:
+    """The exact 4-bit codes of the parts the checkpoint stores as 4-bit, the others requantized."""
+    if all(p in sources for p in parts):
+        return Int4Weight.cat([sources[p] for p in parts])
+    rows = _part_rows(module, leaf, weight.shape[0])
+    if len(rows) != len(parts) or sum(rows) != weight.shape[0]:
+        return Int4Weight.from_float(weight)
+    out, r = [], 0
+    for p, n in zip(parts, rows, strict=True):
+        out.append(sources[p] if p in sources else Int4Weight.from_float(weight[r:r + n]))
+        r += n
+    return Int4Weight.cat(out)
 
 
 def quantize(model: Llama, mode: Mode, int4_sources: dict[str, Int4Weight] | None = None,
@@ -75,8 +106,7 @@ def quantize(model: Llama, mode: Mode, int4_sources: dict[str, Int4Weight] | Non
             if target == "int8":
                 layer: QuantLinear = Int8Linear(child.weight, bias)
             else:
-                w = Int4Weight.cat([sources[p] for p in parts]) if exact else Int4Weight.from_float(child.weight)
-                layer = Int4Linear(w, bias)
+                layer = Int4Linear(_int4_weight(module, child_name, child.weight, parts, sources), bias)
             setattr(module, child_name, layer)
             done[name] = target
     model.quantization = mode

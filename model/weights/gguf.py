@@ -321,8 +321,9 @@ def tokenizer_from_gguf(g: GGUFFile) -> Tokenizer:
     )
 
 
-def load_gguf(path: str | Path) -> tuple[LlamaConfig, dict[str, torch.Tensor], Tokenizer]:
-    g = GGUFFile(path)
+def load_gguf(path: str | Path | GGUFFile) -> tuple[LlamaConfig, dict[str, torch.Tensor], Tokenizer]:
+    """Config, HF-named float state dict and tokenizer; pass an open `GGUFFile` to reuse its parsed header."""
+    g = path if isinstance(path, GGUFFile) else GGUFFile(path)
     try:
         config = config_from_gguf(g)
         check_config_against_tensors(g, config)

@@ -56,7 +56,8 @@ def test_int4_linear_packed_and_dense_agree() -> None:
     w = torch.randn(48, 96)
     w4 = Int4Weight.from_float(w)
     layer = Int4Linear(w4, torch.randn(48))
-    assert (w4.dequantize() - w).abs().max() < (w.abs().max() / 15)  # within one step of the 4-bit grid
+    plain = Int4Weight.from_float(w, search=False).dequantize()
+    assert (plain - w).abs().max() < (w.abs().max() / 15)  # min/max rounding: within one step of the grid
     x = torch.randn(qlinear.SMALL_M + 5, 96)
     dense = layer(x)  # bf16 matmul on the dequantized copy
     packed = torch.cat([layer(x[i:i + 1]) for i in range(x.shape[0])])  # the int4 kernel, one row at a time
@@ -66,6 +67,55 @@ def test_int4_linear_packed_and_dense_agree() -> None:
     assert (packed - ref).abs().max() / scale < 0.02
     with pytest.raises(ValueError, match="out % 16"):
         Int4Linear(Int4Weight.from_float(torch.randn(8, 32)))
+
+
+def test_int4_requantization_search_beats_min_max() -> None:
+    """The range search with least-squares refit (`from_float`) has less error than plain min/max rounding,
+    group by group never more (min/max is among its candidates), on heavy-tailed weights like a model's."""
+    torch.manual_seed(3)
+    w = torch.distributions.StudentT(4.0).sample((64, 256))
+    plain = Int4Weight.from_float(w, search=False).dequantize()
+    searched = Int4Weight.from_float(w).dequantize()
+    err_plain = ((plain - w) ** 2).reshape(64, -1, 32).sum(-1)
+    err_search = ((searched - w) ** 2).reshape(64, -1, 32).sum(-1)
+    assert bool((err_search <= err_plain * (1 + 1e-5) + 1e-7).all())
+    assert float(err_search.sum()) < 0.95 * float(err_plain.sum())
+
+
+def test_auto_follows_each_tensor_type_and_keeps_exact_parts() -> None:
+    """`auto` on an untied model with a Q4_K_M-like mix: 4-bit and 5-bit parts -> int4 (the 4-bit part's codes
+    kept exactly inside the fused layer), a Q6_K or Q8_0 part -> int8, the untied LM head by its own type."""
+    from ember.model.config import LlamaConfig
+    from ember.model.fuse import fuse_projections
+    from ember.model.llama import Llama
+    from ember.model.quantize import quantize
+
+    torch.manual_seed(4)
+    config = LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False)
+    model = Llama(config).eval()
+    q0 = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    exact = {"model.layers.0.self_attn.q_proj.weight": Int4Weight.from_float(q0, search=False)}
+    types = {"lm_head.weight": "Q8_0", "model.embed_tokens.weight": "Q5_0"}
+    for i, v in ((0, "Q5_0"), (1, "Q6_K")):
+        p = f"model.layers.{i}."
+        types |= {p + "self_attn.q_proj.weight": "Q4_K" if i == 0 else "Q5_0", p + "self_attn.k_proj.weight": "Q5_0",
+                  p + "self_attn.v_proj.weight": v, p + "self_attn.o_proj.weight": "Q5_0",
+                  p + "mlp.gate_proj.weight": "Q5_0", p + "mlp.up_proj.weight": "Q5_0",
+                  p + "mlp.down_proj.weight": "Q6_K" if i else "Q4_K"}
+    fuse_projections(model)
+    quantize(model, "auto", exact, types)
+    done = model.quantized_layers
+    assert done["lm_head"] == "int8"  # untied: its own Q8_0, not the embedding's Q5_0
+    assert done["model.layers.0.self_attn.qkv_proj"] == "int4" and done["model.layers.1.self_attn.qkv_proj"] == "int8"
+    assert done["model.layers.0.mlp.gate_up_proj"] == "int4" and done["model.layers.1.mlp.down_proj"] == "int8"
+    qkv = model.model.layers[0].self_attn.qkv_proj
+    assert isinstance(qkv, Int4Linear)
+    q_rows = exact["model.layers.0.self_attn.q_proj.weight"]
+    n = q_rows.codes.shape[0]
+    kernel_q = (q_rows.codes.float() - 8).reshape(n, -1, 32) * q_rows.scale.to(torch.bfloat16).float()[..., None]
+    kernel_q = kernel_q + (q_rows.offset + 8 * q_rows.scale).to(torch.bfloat16).float()[..., None]
+    assert torch.equal(qkv.dense[:n].float(), kernel_q.reshape(n, -1).to(torch.bfloat16).float())
 
 
 def test_smollm2_quantized_modes(smollm2_folder: Path) -> None:
