@@ -22,7 +22,7 @@ from ember.model.errors import EmberError, UnsupportedModelError, WeightsError
 from ember.model.qlinear import INT4_TYPES, Int4Weight
 from ember.model.tokenizer import Tokenizer
 from ember.model.weights.dequant import GGML_TYPES, INT4_GROUP, dequantize, int4_groups
-from ember.model.weights.gguf_layout import check_layout
+from ember.model.weights.gguf_layout import TensorSpan, read_header
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,9 @@ EXTRA_STOP_TOKENS = {"qwen2": ("<|im_end|>", "<|endoftext|>")}
 
 
 class GGUFFile:
-    """An open GGUF file: metadata as plain Python values, tensors by GGUF name."""
+    """An open GGUF file: metadata as plain Python values, tensors by GGUF name (their validated spans)."""
 
     def __init__(self, path: str | Path) -> None:
-        from gguf import GGUFReader  # imported here: the reader pulls in numpy memmaps, only needed now
-
         self.path = Path(path)
         if not self.path.is_file():
             raise WeightsError(self.path, "file not found")
@@ -73,22 +71,12 @@ class GGUFFile:
             magic = f.read(4)
         if magic != b"GGUF":
             raise WeightsError(self.path, f"not a GGUF file (magic {magic!r}, expected b'GGUF')")
-        check_layout(self.path)  # hostile input: bounds-check every count, length and tensor span first
-        try:
-            self.reader = GGUFReader(self.path)
-        except (ValueError, IndexError, OSError, KeyError, UnicodeDecodeError, OverflowError) as e:
-            raise WeightsError(self.path, f"corrupt or truncated GGUF ({type(e).__name__}: {e})",
-                               hint="Download the file again; its size or header does not match.") from e
-        self.tensors = {t.name: t for t in self.reader.tensors}
+        # hostile input: every count, length and tensor span is bounds-checked as the header is read
+        self.metadata, spans = read_header(self.path)
+        self.tensors: dict[str, TensorSpan] = {t.name: t for t in spans}
 
     def meta(self, key: str, default: Any = None) -> Any:
-        field = self.reader.fields.get(key)
-        if field is None:
-            return default
-        try:
-            return field.contents()
-        except Exception as e:  # a malformed field; the reader has no error type of its own
-            raise WeightsError(self.path, f"cannot read metadata key {key!r} ({e})") from e
+        return self.metadata.get(key, default)
 
     def require(self, key: str) -> Any:
         value = self.meta(key)
@@ -96,25 +84,38 @@ class GGUFFile:
             raise WeightsError(self.path, f"metadata key {key!r} is missing")
         return value
 
+    def shape(self, name: str) -> tuple[int, ...]:
+        """A tensor's shape in HF's (out, in) orientation (GGUF lists dims innermost first)."""
+        t = self.tensors.get(name)
+        if t is None:
+            raise WeightsError(self.path, f"tensor {name!r} is missing")
+        return tuple(reversed(t.shape))
+
+    def type_name(self, name: str) -> str:
+        return GGML_TYPES[self.tensors[name].type_id][0]
+
     def raw(self, name: str) -> tuple[str, torch.Tensor, tuple[int, ...]]:
         """A tensor as stored: ggml type name, (n_blocks, block_bytes) uint8 (a copy), shape in HF's (out, in)
         orientation. Unsupported types and mis-sized data raise."""
         t = self.tensors.get(name)
         if t is None:
             raise WeightsError(self.path, f"tensor {name!r} is missing")
-        type_id = int(t.tensor_type)
-        if type_id not in GGML_TYPES:
-            raise UnsupportedModelError(
-                f"{self.path}: tensor {name!r} uses ggml type {t.tensor_type.name}, which Ember cannot dequantize",
-                hint="Supported: " + ", ".join(v[0] for v in GGML_TYPES.values()),
-            )
-        shape = tuple(int(x) for x in reversed(t.shape.tolist()))  # GGUF lists dims innermost first
-        raw = torch.from_numpy(np.array(t.data).view(np.uint8))  # a copy: the reader's memmap is read-only
-        name_, block_elems, block_bytes = GGML_TYPES[type_id]
+        if t.type_id not in GGML_TYPES:  # read_header already refused these; kept for a hand-made span
+            raise UnsupportedModelError(f"{self.path}: tensor {name!r} uses ggml type {t.type_id}, which Ember "
+                                        f"cannot dequantize",
+                                        hint="Supported: " + ", ".join(v[0] for v in GGML_TYPES.values()))
+        shape = self.shape(name)
+        name_, block_elems, block_bytes = GGML_TYPES[t.type_id]
         expected = int(np.prod(shape)) // block_elems * block_bytes
-        if raw.numel() != expected or int(np.prod(shape)) % block_elems:
-            raise WeightsError(self.path, f"tensor {name!r} ({name_}, shape {shape}) has {raw.numel()} bytes, "
+        if t.nbytes != expected or int(np.prod(shape)) % block_elems:
+            raise WeightsError(self.path, f"tensor {name!r} ({name_}, shape {shape}) has {t.nbytes} bytes, "
                                           f"expected {expected}")
+        with open(self.path, "rb") as f:
+            f.seek(t.start)
+            data = bytearray(t.nbytes)
+            if f.readinto(data) != t.nbytes:
+                raise WeightsError(self.path, f"tensor {name!r} is truncated (the file changed while open?)")
+        raw = torch.frombuffer(data, dtype=torch.uint8) if t.nbytes else torch.zeros(0, dtype=torch.uint8)
         return name_, raw.reshape(-1, block_bytes), shape
 
     def tensor(self, name: str) -> torch.Tensor:
@@ -180,11 +181,7 @@ def _token_index(tokens: list[str], token: str) -> int | None:
 def check_config_against_tensors(g: GGUFFile, config: LlamaConfig) -> None:
     """The metadata's sizes must be the tensors' sizes, so a crafted header cannot make us build a model (even on
     the meta device) far larger than the file."""
-    def shape(name: str) -> tuple[int, ...]:
-        t = g.tensors.get(name)
-        if t is None:
-            raise WeightsError(g.path, f"tensor {name!r} is missing")
-        return tuple(int(x) for x in reversed(t.shape.tolist()))
+    shape = g.shape
 
     layers = {int(n.split(".")[1]) for n in g.tensors if n.startswith("blk.") and n.split(".")[1].isdigit()}
     if len(layers) != config.num_hidden_layers or layers != set(range(len(layers))):
@@ -242,15 +239,14 @@ def state_dict_from_gguf(g: GGUFFile, config: LlamaConfig) -> dict[str, torch.Te
 
 def weight_types(g: GGUFFile) -> dict[str, str]:
     """HF name -> the ggml type the file stores it in (what `quantization = "auto"` keeps)."""
-    return {hf_name(g, gname): GGML_TYPES[int(t.tensor_type)][0] for gname, t in g.tensors.items()
-            if int(t.tensor_type) in GGML_TYPES}
+    return {hf_name(g, gname): GGML_TYPES[t.type_id][0] for gname, t in g.tensors.items() if t.type_id in GGML_TYPES}
 
 
 def int4_weights(g: GGUFFile, config: LlamaConfig) -> dict[str, Int4Weight]:
     """HF name -> the exact 4-bit group form of every 2-D tensor stored as Q4_0, Q4_1 or Q4_K."""
     out: dict[str, Int4Weight] = {}
     for gname, t in g.tensors.items():
-        if int(t.tensor_type) not in GGML_TYPES or GGML_TYPES[int(t.tensor_type)][0] not in INT4_TYPES:
+        if t.type_id not in GGML_TYPES or GGML_TYPES[t.type_id][0] not in INT4_TYPES:
             continue
         type_name, blocks, shape = g.raw(gname)
         groups = int4_groups(blocks, type_name)

@@ -50,7 +50,7 @@ def header_end(data: bytes) -> int:
     (n_kv,) = struct.unpack_from("<Q", data, 16)
     for i in range(n_kv):
         c.string(f"k{i}")
-        c.skip_value(c.unpack("<I", "t"), "v")
+        c.read_value(c.unpack("<I", "t"), "v")
     return c.pos
 
 
