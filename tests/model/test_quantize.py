@@ -32,6 +32,19 @@ def test_int8_linear_is_close_on_both_paths() -> None:
         assert err < 0.02
 
 
+def test_int8_dynamic_head_path_is_close_to_weight_only() -> None:
+    """The LM head's few-row path (int8 activations through FBGEMM) stays within 8-bit activation rounding of
+    the weight-only int8 kernel, and wide inputs take the same dense path either way."""
+    torch.manual_seed(5)
+    w, x = torch.randn(320, 96), torch.randn(qlinear.SMALL_M, 96)
+    weight_only, dynamic = Int8Linear(w), Int8Linear(w, dynamic=True)
+    assert dynamic._dynamic is not None  # this torch has the x86 engine; elsewhere it falls back
+    a, b = weight_only(x), dynamic(x)
+    assert not torch.equal(a, b) and float((a - b).abs().max() / a.abs().max()) < 0.02
+    wide = torch.randn(qlinear.SMALL_M + 3, 96)
+    assert torch.equal(weight_only(wide), dynamic(wide))
+
+
 @pytest.mark.parametrize("kind", ["Q4_0", "Q4_1", "Q4_K"])
 def test_int4_groups_are_the_gguf_codes_exactly(kind: str) -> None:
     torch.manual_seed(1)
