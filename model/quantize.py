@@ -14,7 +14,7 @@ int8, float tensors stay float. `int4_sources` (from `ember.model.weights.gguf.i
 precision. A fused layer is as precise as its most precise part (one Q6_K/Q8_0 part makes it int8). Qwen2.5-
 Coder-0.5B's Q4_K_M file is mostly Q5_0 (its 896-wide rows do not fit Q4_K's 256-blocks): `auto` runs it at
 +2.8 % perplexity, 385 MB per token instead of int8's 495. Under `auto` and `int4` an int8 LM head decodes
-int8 x int8 (`Int8Linear(dynamic=True)`: +0.2 % perplexity, 3x faster than weight-only on Qwen's head).
+int8 x int8 (`Int8Linear(dynamic=True)`: +0.2 % perplexity, 2-3x faster than weight-only on Qwen's head).
 """
 
 from __future__ import annotations
