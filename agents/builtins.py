@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import re
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,24 +24,28 @@ MAX_INT_BITS = 14_300  # ~4,300 digits, Python's own limit for printing an int: 
 MAX_EXPRESSION = 1_000  # characters
 
 
-def _eval(node: ast.AST) -> Any:
+def _eval(node: ast.AST, names: dict[str, Any] | None = None) -> Any:
+    """The value of an arithmetic expression; `names`: the variables a program has assigned so far."""
+    names = _CONSTS if names is None else names
     if isinstance(node, ast.Expression):
-        return _eval(node.body)
+        return _eval(node.body, names)
     if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
         return node.value
-    if isinstance(node, ast.Name) and node.id in _CONSTS:
-        return _CONSTS[node.id]
+    if isinstance(node, ast.Name) and node.id in names:
+        return names[node.id]
+    if isinstance(node, ast.Name) and node.id not in _FUNCS:
+        raise ToolError(f"{node.id!r} is not defined: assign it first (`{node.id} = ...`)")
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
-        left, right = _eval(node.left), _eval(node.right)
+        left, right = _eval(node.left, names), _eval(node.right, names)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
             raise ToolError(f"exponent {right} is too large")
         _check_size(node.op, left, right)
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval(node.operand))
+        return _UNARY[type(node.op)](_eval(node.operand, names))
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _FUNCS
             and not node.keywords):
-        return _FUNCS[node.func.id](*(_eval(a) for a in node.args))
+        return _FUNCS[node.func.id](*(_eval(a, names) for a in node.args))
     raise ToolError(f"not arithmetic: {ast.unparse(node)!r} (use numbers, + - * / // % **, parentheses, "
                     f"{', '.join(_FUNCS)})")
 
@@ -68,20 +73,58 @@ def calculate(expression: str) -> str:
     Args:
         expression: numbers with + - * / // % ** and parentheses; sqrt, abs, round, min, max, floor, ceil.
     """
-    text = expression.strip().replace("^", "**").replace(",", "").replace("$", "")
+    # Also a short program, as an agent's code action sends it (`_run`): assignments `name = expression` (or
+    # `+=` ...), one per line or ";", comments, and the answer's expression (or `print(...)`) last; "20%" is 20 / 100.
+    text = _THOUSANDS.sub("", expression.strip().replace("^", "**").replace("$", ""))  # 1,000 -> 1000
+    text = _PERCENT.sub(r"(\1 / 100)", text)
     if len(text) > MAX_EXPRESSION:
         raise ToolError(f"the expression is longer than {MAX_EXPRESSION} characters")
     try:
-        tree = ast.parse(text, mode="eval")
+        tree = ast.parse(text, mode="exec")
     except SyntaxError as e:
         raise ToolError(f"cannot parse {expression!r} as arithmetic: {e.msg}") from None
     try:
-        value = _eval(tree)
+        value = _run(tree.body)
     except (ZeroDivisionError, OverflowError, ValueError, TypeError) as e:
         raise ToolError(f"cannot compute {expression!r}: {e}") from None
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        value = int(value)
+    if isinstance(value, float):  # 20.400000000000002 -> 20.4: binary fractions are noise to a reader
+        value = int(value) if value.is_integer() and abs(value) < 1e15 else float(f"{value:.12g}")
     return str(value)
+
+
+MAX_STATEMENTS = 40
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%(?!\s*[\w(.])")  # "20%" and "20% * x" are percent; "20 % 3" is modulo
+
+
+def _run(body: list[ast.stmt]) -> Any:
+    """A program's value: assignments (`name = expression`) in order, then the last statement's value (an
+    expression, `print(expression)`, or the last assignment's value)."""
+    if not body:
+        raise ToolError("nothing to compute")
+    if len(body) > MAX_STATEMENTS:
+        raise ToolError(f"more than {MAX_STATEMENTS} steps in one program")
+    names: dict[str, Any] = dict(_CONSTS)
+    value: Any = None
+    for node in body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target = node.targets[0].id
+            if target in _FUNCS:
+                raise ToolError(f"{target!r} is a function name; call the variable something else")
+            value = names[target] = _eval(node.value, names)
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name) and type(node.op) in _BINARY:
+            op = ast.BinOp(ast.Name(node.target.id, ast.Load()), node.op, node.value)  # total += 3
+            value = names[node.target.id] = _eval(op, names)
+        elif isinstance(node, ast.Expr):
+            inner = node.value
+            if (isinstance(inner, ast.Call) and isinstance(inner.func, ast.Name) and inner.func.id == "print"
+                    and len(inner.args) == 1 and not inner.keywords):
+                inner = inner.args[0]
+            value = _eval(inner, names)
+        else:
+            raise ToolError(f"not arithmetic: {ast.unparse(node)!r} (a program is `name = expression` lines and "
+                            f"a last expression)")
+    return value
 
 
 def current_time(timezone: str = "UTC") -> str:
@@ -97,8 +140,9 @@ def current_time(timezone: str = "UTC") -> str:
     return datetime.now(zone).isoformat(timespec="seconds")
 
 
-# What an arithmetic expression may contain: the grammar holds a model to it (a small model otherwise writes
-# English or runs on with digits inside the string); validation of the call checks it too.
+# What a call's arithmetic expression may contain: the grammar holds a model to it (a small model otherwise writes
+# English or runs on with digits inside the string); validation of the call checks it too. Programs (variables,
+# several lines) come as code actions, which the agent hands to `calculate` without this schema.
 EXPRESSION_PATTERN = r"^[0-9 .,+\-*/%()^a-z]{1,120}$"
 
 

@@ -31,6 +31,7 @@ class Parsed:
     arguments: Any = None
     answer: str | None = None
     error: str | None = None
+    code: bool = False  # a code action: `arguments["expression"]` is a ```python block's code, for the calculator
 
 
 def first_object(text: str) -> tuple[str, int] | None:

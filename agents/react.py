@@ -51,6 +51,8 @@ FINAL_ANSWER = FunctionSpec(
                                                  "possible: a name, a number, yes or no"}},
      "required": ["answer"]})
 FINAL_PREFIX = re.compile(r"\s*(final\s*answer|answer)\s*:\s*", re.IGNORECASE)
+CODE_TOOL = "calculator"  # the tool that runs a code action's program
+CODE_BLOCK = re.compile(r"```(?:python|py)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -87,12 +89,16 @@ class Agent:
             raise EmberError(f"the {backend.name} backend's chat template has no tool-call format",
                              hint="Use format='react' (the text ReAct format).")
         self.format = "native" if config.format == "native" or (config.format == "auto" and native) else "react"
+        # natively, arithmetic may come as a ```python block that the calculator runs (a code action: a small
+        # coder model writes a program far better than it writes one inside a JSON string)
+        self._code = self.format == "native" and CODE_TOOL in self.toolbox
         if self.format == "native":  # the backend constrains calls itself where it can (our engine)
             if config.constrained and not caps.constrained:
                 raise EmberError(f"the {backend.name} backend does not constrain tool calls")
             self.constrained = caps.constrained
             specs = tuple(FunctionSpec(t.name, t.description, t.parameters) for t in self.toolbox)
-            self._options = ChatOptions((*specs, FINAL_ANSWER), "required", parallel_tool_calls=False)
+            self._options = ChatOptions((*specs, FINAL_ANSWER), "required", parallel_tool_calls=False,
+                                        code_block=self._code)
         else:
             can = _supports_grammar(backend) and len(self.toolbox) > 0
             if config.constrained and not can:
@@ -120,7 +126,7 @@ class Agent:
         return self.backend.chat(messages, self._params(final_only))
 
     def _messages(self, task: str) -> list[Message]:
-        return prompts.agent_messages(task, list(self.toolbox), self.format == "native")
+        return prompts.agent_messages(task, list(self.toolbox), self.format == "native", code=self._code)
 
     def _parse(self, completion: Completion) -> Parsed:
         if self.format != "native":
@@ -136,23 +142,29 @@ class Agent:
                 return Parsed("final", completion.text.strip(), answer=str(answer if answer is not None else args))
             return Parsed("action", completion.text.strip(), tool=call.name, arguments=args)
         text = completion.text.strip()
+        code = CODE_BLOCK.search(text) if self._code else None
+        if code is not None:
+            return Parsed("action", text[:code.start()].strip(), tool=CODE_TOOL,
+                          arguments={"expression": code.group(1).strip()}, code=True)
         if not text:
             return Parsed("malformed", error="an empty reply")
         final = FINAL_PREFIX.match(text)
         return Parsed("final", answer=text[final.end():].strip() if final else text)
 
     def _assistant(self, completion: Completion, parsed: Parsed, index: int) -> Message:
-        if self.format == "native" and parsed.kind == "action":
+        if self.format == "native" and parsed.kind == "action" and not parsed.code:
             return {"role": "assistant", "content": completion.text,
                     "tool_calls": [{"id": f"call_{index}", "type": "function",
                                     "function": {"name": parsed.tool, "arguments": parsed.arguments}}]}
         return {"role": "assistant", "content": completion.text}
 
-    def _observe(self, messages: list[Message], step: Step, text: str) -> None:
+    def _observe(self, messages: list[Message], step: Step, text: str, code: bool = False) -> None:
         limit = self.config.max_observation_chars
         text = text if len(text) <= limit else text[:limit] + f"… [{len(text) - limit} more characters]"
         step.observation = text
-        if self.format == "native" and step.kind == "action":
+        if code:
+            messages.append({"role": "user", "content": prompts.CODE_RESULT.format(result=text)})
+        elif self.format == "native" and step.kind == "action":
             messages.append({"role": "tool", "tool_call_id": f"call_{step.index}", "name": step.tool or "",
                              "content": text})
         else:
@@ -166,8 +178,8 @@ class Agent:
             if name not in self.toolbox:
                 step.error = "unknown_tool"
                 self.toolbox.call(name, args)  # raises a ToolError listing the tools
-            try:
-                args = self.toolbox[name].validate(args)
+            try:  # a code action's program is not held to the schema's pattern (that is for JSON strings)
+                args = args if parsed.code else self.toolbox[name].validate(args)
             except ToolError:
                 step.error = "invalid_arguments"
                 raise
@@ -245,11 +257,11 @@ class Agent:
                     final_only = (self.constrained or self.format == "native") and not failed
                     then = "Give the Final Answer now." if final_only else "Use it, or give the Final Answer."
                     self._observe(messages, step, f"You already called {parsed.tool} with these arguments; the "
-                                  f"result was: {observation}\n{then}")
+                                  f"result was: {observation}\n{then}", parsed.code)
                 else:
                     observation = self._call(parsed, step)
                     results[key] = observation, step.error is not None
-                    self._observe(messages, step, observation)
+                    self._observe(messages, step, observation, parsed.code)
             if on_step:
                 on_step(step)
         trace.status, trace.detail = status, detail

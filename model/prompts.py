@@ -135,13 +135,20 @@ Final Answer: It is 18 °C in Paris."""
 
 AGENT_NATIVE_SYSTEM = (
     "You solve the user's task with the tools. Call one tool at a time and read its result before you go on.\n"
-    "- Arithmetic: call calculator with the expression in numbers and operators only, e.g. \"(16 - 3 - 4) * 2\"; "
-    "one step of the problem per call.\n"
     "- Facts: call search_collection with a short query (a name or a few keywords); when a result names another "
     "person, place or thing you need, search for that next.\n"
     "- When you know the answer, call final_answer with the answer alone, as short as possible (a name, a number, "
     "yes or no)."
 )
+# With the calculator, natively: arithmetic as a code action (`ember.agents.react`), the calculator's own program
+# form (assignments, then the answer's expression).
+AGENT_CODE_RULE = (
+    "\n- Arithmetic: reply with a short Python program in a ```python block that solves the problem step by step: "
+    "for each step a `# comment` saying what it computes and a line `name = expression`, and the answer's "
+    "expression last. The calculator runs it (numbers, + - * / // % **, round, min, max; no loops) and returns the "
+    "value; then call final_answer with that number."
+)
+CODE_RESULT = "Result of the code: {result}"
 
 OBSERVATION = "Observation: {result}\n(If this answers the task, reply with a Thought and the Final Answer.)"
 CORRECTION = ('Your reply could not be parsed ({error}). Reply with "Thought: ..." and then either '
@@ -153,7 +160,54 @@ def describe_tools(tools: Iterable[Any]) -> str:
     return "\n".join(f"- {t.name}: {t.description}\n  arguments schema: {json.dumps(t.parameters)}" for t in tools)
 
 
-def agent_messages(task: str, tools: Iterable[Any], native: bool) -> list[Message]:
-    """The first messages of an agent run: natively the chat template lists the tools itself."""
-    system = AGENT_NATIVE_SYSTEM if native else AGENT_REACT_SYSTEM.format(tools=describe_tools(tools))
-    return [{"role": "system", "content": system}, {"role": "user", "content": task}]
+# Worked runs shown before the task in the native format, one per kind of tool the agent has (invented tasks, so
+# no evaluation example leaks in): a small model follows a shown step far better than a described one. A step is
+# (tool, arguments, result); tool "code" is a code action (the calculator runs arguments["code"]).
+_DEMO_RUNS: dict[str, tuple[str, tuple[tuple[str, dict[str, Any], str], ...], str]] = {
+    "code": (
+        "Tom has 3 boxes with 25 marbles in each. He gives 18 marbles to his sister, then buys 2 bags of 10 marbles. "
+        "How many marbles does he have now?",
+        (("code", {"code": "# marbles in the boxes\nboxes = 3 * 25\n# after he gives 18 away\nleft = boxes - 18\n"
+                            "# the marbles he buys\nbought = 2 * 10\n# marbles he has now\nleft + bought"}, "77"),),
+        "77"),
+    "search_collection": (
+        "In which country is the company that makes the Zorin X2 camera based?",
+        (("search_collection", {"query": "Zorin X2 camera"},
+          "[1] Zorin X2 (chunk 7):\nThe Zorin X2 is a rangefinder camera made by Halvik Optics since 1998."),
+         ("search_collection", {"query": "Halvik Optics"},
+          "[1] Halvik Optics (chunk 12):\nHalvik Optics is a camera maker based in Bergen, Norway.")),
+        "Norway"),
+}
+
+
+def agent_demos(kinds: Iterable[str]) -> list[Message]:
+    """The worked runs (native format) for these tools ("code": code actions): steps, results, final_answer."""
+    out: list[Message] = []
+    for kind in kinds:
+        if kind not in _DEMO_RUNS:
+            continue
+        task, steps, answer = _DEMO_RUNS[kind]
+        out.append({"role": "user", "content": task})
+        for i, (tool, args, result) in enumerate((*steps, ("final_answer", {"answer": answer}, "")), 1):
+            if tool == "code":
+                out += [{"role": "assistant", "content": f"```python\n{args['code']}\n```"},
+                        {"role": "user", "content": CODE_RESULT.format(result=result)}]
+                continue
+            call_id = f"demo_{kind}_{i}"
+            out.append({"role": "assistant", "content": "", "tool_calls": [
+                {"id": call_id, "type": "function", "function": {"name": tool, "arguments": args}}]})
+            if tool != "final_answer":
+                out.append({"role": "tool", "tool_call_id": call_id, "name": tool, "content": result})
+    return out
+
+
+def agent_messages(task: str, tools: Iterable[Any], native: bool, code: bool = False) -> list[Message]:
+    """The first messages of an agent run: natively the chat template lists the tools itself, and worked runs
+    for the tools that have one come before the task; `code`: arithmetic comes as code actions."""
+    tools = list(tools)
+    if not native:
+        return [{"role": "system", "content": AGENT_REACT_SYSTEM.format(tools=describe_tools(tools))},
+                {"role": "user", "content": task}]
+    kinds = ["code"] * code + [t.name for t in tools]
+    return [{"role": "system", "content": AGENT_NATIVE_SYSTEM + (AGENT_CODE_RULE if code else "")},
+            *agent_demos(kinds), {"role": "user", "content": task}]

@@ -82,6 +82,9 @@ class ChatOptions:
     tool_choice: Literal["auto", "none", "required"] | str = "auto"  # or a function's name
     parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    # Ember's agent only (never from a request): a reply may also be one fenced ```python block, a code action
+    # that the agent runs in its calculator (`ember.agents.react`)
+    code_block: bool = False
 
     @property
     def calls_allowed(self) -> bool:
@@ -324,12 +327,17 @@ def lark_grammar(options: ChatOptions, tags: tuple[str, str] = (f'"{TOOL_OPEN}"'
     calls = "calls: call\n" if one else 'calls: call ("\\n" call)*\n'
     # calls in the tags, or one bare call object (what Qwen2.5-Coder writes unprompted, and then it stops)
     bare = f"bare: {_json_rule(_call_schema(tools))}\n"
+    code, code_rule = (" | code", CODE_RULE) if options.code_block and options.named is None else ("", "")
     if options.tool_choice != "auto":
-        return "start: calls | bare\n" + calls + call + bare
+        return f"start: calls | bare{code}\n" + calls + call + bare + code_rule
     # auto: those, or text that opens with none of '<', '{' or '`' (so it is not an unconstrained call: tagged,
     # bare or fenced)
-    return ("start: calls | bare | reply\n" + f"reply: {text or 'TEXT'}\n" + 'TEXT: /[^<{`](.|\\n)*/\n' + calls
-            + call + bare)
+    return (f"start: calls | bare | reply{code}\n" + f"reply: {text or 'TEXT'}\n" + 'TEXT: /[^<{`](.|\\n)*/\n'
+            + calls + call + bare + code_rule)
+
+
+# A code action: one ```python block (no backticks inside), then the reply ends
+CODE_RULE = 'code: CODE\nCODE: /```python\\n([^`]|`[^`]|``[^`])+```/\n'  # one lexeme, so its end is unambiguous
 
 
 # ---- reading the reply back -------------------------------------------------------------------------------

@@ -115,3 +115,24 @@ def test_calculator_refuses_english_before_it_runs() -> None:
     assert calc.validate({"expression": "12.5 * 8 + 3"}) == {"expression": "12.5 * 8 + 3"}
     with pytest.raises(ToolError):
         calc.validate({"expression": "Twelve point five times eight"})
+
+
+def test_code_action_grammar_admits_one_python_block(tokenizer: Tokenizer) -> None:
+    """The native tools grammar with `code_block`: a whole ```python block is a reply, and then only the end."""
+    from ember.model.grammar import GrammarProcessor, compile_lark
+    from ember.model.tool_calls import ChatOptions, FunctionSpec
+    from ember.model.tool_calls import lark_grammar as tools_lark
+
+    spec = FunctionSpec("calculator", "arithmetic", {"type": "object", "properties": {
+        "expression": {"type": "string"}}, "required": ["expression"]})
+    plain = tools_lark(ChatOptions((spec,), "required", parallel_tool_calls=False))
+    lark = tools_lark(ChatOptions((spec,), "required", parallel_tool_calls=False, code_block=True))
+    assert plain is not None and "code" not in plain and lark is not None and "| code" in lark
+    named = tools_lark(ChatOptions((spec,), "calculator", code_block=True))
+    assert named is not None and "code" not in named  # a forced call stays a call
+    grammar, tok = compile_lark(lark, tokenizer, 49152, (EOS,), "test")
+    ids = tokenizer.encode("```python\n# two steps\nx = 6\nx * 7\n```", add_special_tokens=False)
+    proc = GrammarProcessor.of(grammar, tok, 49152)
+    for i, token in enumerate(ids):
+        assert torch.isfinite(proc(ids[:i], torch.zeros(49152)))[token], tokenizer.decode(ids[:i + 1])
+    assert torch.isfinite(proc(ids, torch.zeros(49152))).sum() == 1  # the block closed: only the end of the reply

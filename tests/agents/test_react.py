@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ember.agents.builtins import basic_tools
+from ember.model import prompts
 from ember.agents.react import Agent, AgentConfig
 from ember.agents.tools import Tool
 from ember.agents.trace import Step, Trace
@@ -153,8 +154,11 @@ def test_native_tool_call_format(smollm2_folder: Path) -> None:
     assert [t.name for t in backend.options[0].tools] == ["calculator", "current_time", "final_answer"]
     assert backend.options[0].tool_choice == "required" and not backend.options[0].parallel_tool_calls
     assert backend.prompts[0].startswith("<|im_start|>system\nTools: calculator current_time final_answer")
-    assert trace.messages[2]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": {"expression": "6*7"}}
-    assert trace.messages[3] == {"role": "tool", "tool_call_id": "call_1", "name": "calculator", "content": "42"}
+    task = next(i for i, m in enumerate(trace.messages) if m == {"role": "user", "content": "What is 6*7?"})
+    assert trace.messages[:task] == prompts.agent_messages("What is 6*7?", basic_tools(), native=True, code=True)[:-1]
+    first, result = trace.messages[task + 1], trace.messages[task + 2]
+    assert first["tool_calls"][0]["function"] == {"name": "calculator", "arguments": {"expression": "6*7"}}
+    assert result == {"role": "tool", "tool_call_id": "call_1", "name": "calculator", "content": "42"}
     assert "<|im_start|>tool\n42<|im_end|>" in backend.prompts[1]
     assert trace.steps[0].kind == "action" and trace.steps[1].kind == "final" and trace.steps[1].answer == "42"
     assert "Final Answer: 42" in trace.render() and "calculator" in trace.steps[0].output
@@ -171,3 +175,44 @@ def test_native_plain_text_reply_is_the_answer(smollm2_folder: Path) -> None:
     backend = native_backend(smollm2_folder, ["Answer: 42"])  # a backend that does not force the call
     trace = Agent(backend, basic_tools(), AgentConfig(max_steps=2)).run("What is 6*7?")
     assert trace.status == "answered" and trace.answer == "42"
+
+
+CODE = "Let me compute it.\n```python\n# six sevens\nsix = 6\ntotal = six * 7\ntotal\n```"
+
+
+def test_native_code_action_runs_in_the_calculator(smollm2_folder: Path) -> None:
+    """With the calculator, a native reply may be a ```python block (a code action): the calculator runs the
+    program, its value comes back as a user message, and the step reads as a calculator call in the trace."""
+    backend = native_backend(smollm2_folder, [CODE, FINAL])
+    agent = Agent(backend, basic_tools(), AgentConfig(max_steps=3))
+    trace = agent.run("What is 6*7?")
+    assert trace.status == "answered" and trace.answer == "42"
+    assert backend.options[0].code_block and backend.options[0].tool_choice == "required"
+    step = trace.steps[0]
+    assert (step.kind, step.tool, step.thought) == ("action", "calculator", "Let me compute it.")
+    assert step.arguments == {"expression": "# six sevens\nsix = 6\ntotal = six * 7\ntotal"} and step.observation == "42"
+    assert trace.messages[-3] == {"role": "assistant", "content": CODE}  # as written: no tool call invented
+    assert trace.messages[-2] == {"role": "user", "content": prompts.CODE_RESULT.format(result="42")}
+    # the worked run before the task shows a code action too
+    assert any(m["role"] == "assistant" and m["content"].startswith("```python") for m in trace.messages[:-4])
+    assert "Action: calculator" in trace.render()
+
+
+def test_native_code_action_errors_are_observations(smollm2_folder: Path) -> None:
+    bad = "```python\nfor i in range(3):\n    total = i\n```"
+    backend = native_backend(smollm2_folder, [bad, "```python\nx = y + 1\n```", FINAL])
+    trace = Agent(backend, basic_tools(), AgentConfig(max_steps=3)).run("What is 6*7?")
+    assert trace.status == "answered" and [s.error for s in trace.steps[:2]] == ["tool_error", "tool_error"]
+    assert "not arithmetic" in (trace.steps[0].observation or "")
+    assert "'y' is not defined" in (trace.steps[1].observation or "")
+
+
+def test_no_code_actions_without_the_calculator(smollm2_folder: Path) -> None:
+    from ember.agents.builtins import current_time
+    from ember.agents.tools import Tool
+
+    backend = native_backend(smollm2_folder, [CODE])
+    trace = Agent(backend, [Tool.from_function(current_time)], AgentConfig(max_steps=2)).run("What is 6*7?")
+    assert not backend.options[0].code_block
+    assert trace.steps[0].kind == "final"  # text is the answer when no tool runs code
+    assert not any(m["content"].startswith("```python") for m in trace.messages if m["role"] == "assistant")

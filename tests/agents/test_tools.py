@@ -77,3 +77,19 @@ def test_mutating_tools_need_the_allow_list() -> None:
     assert "git.git_commit" in Toolbox([safe, commit], allow=["git.*"])
     with pytest.raises(ToolError, match=r"unknown tool 'nope'\. Available tools: calc"):
         box.call("nope", {})
+
+
+def test_calculator_runs_a_short_program() -> None:
+    """What a code action sends: assignments, comments, `+=`, percent, and the answer's expression last."""
+    program = "# 3 boxes of 25\nboxes = 3 * 25\nleft = boxes - 18  # gives 18 away\nleft += 2 * 10\nleft"
+    assert calculate(program) == "77"
+    assert calculate("cost = 3 * 68; tip = cost * 10%; cost + tip") == "224.4"
+    assert calculate("x = 7\ny = x * 2") == "14"  # no last expression: the last assignment's value
+    assert calculate("total = 0.1 + 0.2\nprint(total)") == "0.3"  # print(...) last; binary noise rounded off
+    assert calculate("max(3, 4) + 1,000") == "1004" and calculate("x = 8\nx % 3") == "2"
+    for bad, why in (("x = y + 1", "'y' is not defined"), ("q += 1", "'q' is not defined"),
+                     ("for i in range(3):\n    t = i", "not arithmetic"), ("import os", "not arithmetic"),
+                     ("sqrt = 4\nsqrt", "function name"), ("a = 1\n" * 41 + "a", "more than 40"),
+                     ("x = open('/etc/passwd')", "not arithmetic")):
+        with pytest.raises(ToolError, match=why):
+            calculate(bad)
