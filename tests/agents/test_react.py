@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from ember.agents.builtins import basic_tools
-from ember.model import prompts
 from ember.agents.react import Agent, AgentConfig
 from ember.agents.tools import Tool
 from ember.agents.trace import Step, Trace
+from ember.model import prompts
 from ember.model.backends.base import Capabilities
 from tests.scripted import ScriptedBackend
 
@@ -190,7 +190,8 @@ def test_native_code_action_runs_in_the_calculator(smollm2_folder: Path) -> None
     assert backend.options[0].code_block and backend.options[0].tool_choice == "required"
     step = trace.steps[0]
     assert (step.kind, step.tool, step.thought) == ("action", "calculator", "Let me compute it.")
-    assert step.arguments == {"expression": "# six sevens\nsix = 6\ntotal = six * 7\ntotal"} and step.observation == "42"
+    assert step.arguments == {"expression": "# six sevens\nsix = 6\ntotal = six * 7\ntotal"}
+    assert step.observation == "42"
     assert trace.messages[-3] == {"role": "assistant", "content": CODE}  # as written: no tool call invented
     assert trace.messages[-2] == {"role": "user", "content": prompts.CODE_RESULT.format(result="42")}
     # the worked run before the task shows a code action too
