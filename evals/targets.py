@@ -256,7 +256,8 @@ class AgentTarget:
         return {"kind": "agent", "model": self.model_id, "max_steps": c.max_steps, "max_tokens": c.max_tokens,
                 "temperature": c.temperature, "tools": list(c.tools), "seed": self.seed,
                 "search": self.search[1] if self.search else None,
-                "prompt": fingerprint(prompts.AGENT_NATIVE_SYSTEM, prompts.AGENT_REACT_SYSTEM)[:12]}
+                "prompt": fingerprint(prompts.AGENT_NATIVE_SYSTEM, prompts.AGENT_REACT_SYSTEM, prompts.AGENT_CODE_RULE,
+                                      prompts.CODE_RESULT, prompts.DEMO_RUNS)[:12]}
 
     def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
         from concurrent.futures import ThreadPoolExecutor

@@ -163,7 +163,7 @@ def describe_tools(tools: Iterable[Any]) -> str:
 # Worked runs shown before the task in the native format, one per kind of tool the agent has (invented tasks, so
 # no evaluation example leaks in): a small model follows a shown step far better than a described one. A step is
 # (tool, arguments, result); tool "code" is a code action (the calculator runs arguments["code"]).
-_DEMO_RUNS: dict[str, tuple[str, tuple[tuple[str, dict[str, Any], str], ...], str]] = {
+DEMO_RUNS: dict[str, tuple[str, tuple[tuple[str, dict[str, Any], str], ...], str]] = {
     "code": (
         "Tom has 3 boxes with 25 marbles in each. He gives 18 marbles to his sister, then buys 2 bags of 10 marbles. "
         "How many marbles does he have now?",
@@ -184,9 +184,9 @@ def agent_demos(kinds: Iterable[str]) -> list[Message]:
     """The worked runs (native format) for these tools ("code": code actions): steps, results, final_answer."""
     out: list[Message] = []
     for kind in kinds:
-        if kind not in _DEMO_RUNS:
+        if kind not in DEMO_RUNS:
             continue
-        task, steps, answer = _DEMO_RUNS[kind]
+        task, steps, answer = DEMO_RUNS[kind]
         out.append({"role": "user", "content": task})
         for i, (tool, args, result) in enumerate((*steps, ("final_answer", {"answer": answer}, "")), 1):
             if tool == "code":
