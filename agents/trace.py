@@ -107,8 +107,12 @@ def render_step(s: Step) -> str:
     body = f"{head} Thought: {s.thought}" if s.thought else head
     if s.kind == "final":
         return f"{body}\n    Final Answer: {s.answer}" if s.answer is not None else body
-    args = json.dumps(s.arguments, ensure_ascii=False)
-    line = f"{body}\n    Action: {s.tool} {args}  ({s.tool_s:.2f}s)"
+    values = list(s.arguments.values()) if isinstance(s.arguments, dict) else []
+    if len(values) == 1 and isinstance(values[0], str) and "\n" in values[0]:  # a program (code action): as code
+        code = values[0].strip().replace("\n", "\n        ")
+        line = f"{body}\n    Action: {s.tool}  ({s.tool_s:.2f}s)\n        {code}"
+    else:
+        line = f"{body}\n    Action: {s.tool} {json.dumps(s.arguments, ensure_ascii=False)}  ({s.tool_s:.2f}s)"
     if s.observation is None:
         return line + (f"  [{s.error}]" if s.error else "")
     obs = s.observation.strip().replace("\n", "\n       ")
