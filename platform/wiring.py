@@ -153,7 +153,7 @@ class Wiring:
         answer = min(max_tokens or self.settings.server.max_tokens, window // 2)
         from ember.model.prompts import refusal_bias
 
-        config = RagConfig(mode=mode or r.mode, k=k or r.k, context_window=window, max_answer_tokens=answer,
+        config = RagConfig(mode=mode or r.mode, k=k or r.rag_k, context_window=window, max_answer_tokens=answer,
                            min_score=r.min_score, refusal_bias=refusal_bias(self.model_name))
         return replace(config, **changes) if changes else config
 
