@@ -74,7 +74,8 @@ def chat(ctx: typer.Context, model: Model = None, backend: BackendOpt = None, ma
          collection: Annotated[str | None, typer.Option(
              "--collection", "-c", help="answer from this collection's documents, with citations")] = None,
          mode: Annotated[str | None, typer.Option(help="with --collection: dense, bm25 or hybrid")] = None,
-         k: Annotated[int | None, typer.Option("-k", help="with --collection: passages to retrieve (default retrieval.rag_k)")] = None,
+         k: Annotated[int | None, typer.Option(
+             "-k", help="with --collection: passages to retrieve (default retrieval.rag_k)")] = None,
          ) -> None:
     """Chat with a model in the terminal. Type /reset to start over, /exit (or Ctrl-D) to leave.
 

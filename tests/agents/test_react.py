@@ -196,7 +196,8 @@ def test_native_code_action_runs_in_the_calculator(smollm2_folder: Path) -> None
     assert trace.messages[-2] == {"role": "user", "content": prompts.CODE_RESULT.format(result="42")}
     # the worked run before the task shows a code action too
     assert any(m["role"] == "assistant" and m["content"].startswith("```python") for m in trace.messages[:-4])
-    assert "Action: calculator  (" in trace.render() and "\n        six = 6\n        total = six * 7\n" in trace.render()
+    rendered = trace.render()
+    assert "Action: calculator  (" in rendered and "\n        six = 6\n        total = six * 7\n" in rendered
 
 
 def test_native_code_action_errors_are_observations(smollm2_folder: Path) -> None:
