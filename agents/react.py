@@ -9,7 +9,9 @@ model writes its own `<tool_call>{...}</tool_call>`, on our engine under the sam
 (`ember.model.tool_calls.lark_grammar`), and the call comes back as `Completion.tool_calls`; results go back as
 `tool` messages. Every native reply must be a call (tool_choice required): the answer is a call to the
 `final_answer` tool (smolagents' design), because a small model left free to write text writes its reasoning
-instead of calling. A backend that returns text anyway has that text taken as the answer. Prompts:
+instead of calling. A backend that returns text anyway has that text taken as the answer. With our calculator,
+a native reply may also be one ```python block, a code action (smolagents' CodeAgent, in miniature): the
+calculator runs it as a short arithmetic program and its value comes back as a user message. Prompts:
 `ember.model.prompts`.
 
 Error policy: what the model got wrong (unparsable reply, unknown tool, bad arguments, a tool that failed)
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from ember.agents.builtins import calculate
 from ember.agents.parsing import Parsed, parse_reply
 from ember.agents.tools import Tool, Toolbox, ToolError
 from ember.agents.trace import Status, Step, Trace
@@ -90,8 +93,9 @@ class Agent:
                              hint="Use format='react' (the text ReAct format).")
         self.format = "native" if config.format == "native" or (config.format == "auto" and native) else "react"
         # natively, arithmetic may come as a ```python block that the calculator runs (a code action: a small
-        # coder model writes a program far better than it writes one inside a JSON string)
-        self._code = self.format == "native" and CODE_TOOL in self.toolbox
+        # coder model writes a program far better than it writes one inside a JSON string); only our own calculator
+        # runs them (an MCP tool of that name has its own arguments)
+        self._code = self.format == "native" and CODE_TOOL in self.toolbox and self.toolbox[CODE_TOOL].fn is calculate
         if self.format == "native":  # the backend constrains calls itself where it can (our engine)
             if config.constrained and not caps.constrained:
                 raise EmberError(f"the {backend.name} backend does not constrain tool calls")

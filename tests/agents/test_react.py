@@ -218,3 +218,16 @@ def test_no_code_actions_without_the_calculator(smollm2_folder: Path) -> None:
     assert not backend.options[0].code_block
     assert trace.steps[0].kind == "final"  # text is the answer when no tool runs code
     assert not any(m["content"].startswith("```python") for m in trace.messages if m["role"] == "assistant")
+
+
+def test_code_actions_only_for_our_calculator(smollm2_folder: Path) -> None:
+    """An MCP server's tool that happens to be called "calculator" has its own arguments: no code actions."""
+    from ember.agents.tools import Tool
+
+    def add(a: float, b: float) -> float:
+        """Add two numbers."""
+        return a + b
+
+    backend = native_backend(smollm2_folder, [CODE])
+    Agent(backend, [Tool.from_function(add, name="calculator")], AgentConfig(max_steps=1)).run("What is 6*7?")
+    assert not backend.options[0].code_block
