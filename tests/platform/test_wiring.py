@@ -65,6 +65,13 @@ def test_one_context_window_rule(tmp_path: Path) -> None:
     assert window(ScriptedBackend(["x"]), engine={"max_model_len": 512}) == (512, 256)
 
 
+def test_rag_reads_rag_k_passages_and_searches_keep_k(tmp_path: Path) -> None:
+    w = Wiring(Settings(data_dir=tmp_path), backend=ScriptedBackend(["x"]))
+    assert (w.rag_config().k, w.settings.retrieval.k) == (3, 5)  # the defaults: 3 passages per answer, 5 hits
+    w = Wiring(Settings(data_dir=tmp_path, retrieval={"rag_k": 2, "k": 7}), backend=ScriptedBackend(["x"]))
+    assert w.rag_config().k == 2 and w.rag_config(k=4).k == 4  # an explicit -k wins
+
+
 def test_the_server_embeds_on_the_configured_device(tmp_path: Path) -> None:
     st = build_state(Settings(data_dir=tmp_path, device="cpu"), ScriptedBackend(["x"]), "scripted")
     try:
