@@ -45,6 +45,7 @@ class Resources:
     data_root: Path
     backend: Backend | None = None
     model_id: str = ""
+    adapter: Path | None = None  # the LoRA merged into the model (refusal_bias depends on it)
     scorer: Scorer | None = None
     searcher_for: Callable[[TaskConfig, Corpus], Searcher] | None = None
     rag_for: Callable[[TaskConfig, Corpus], tuple[RagLike, dict[str, Any]]] | None = None
@@ -75,7 +76,11 @@ class RunResult:
 
 def select(examples: list[Example], task: TaskConfig, limit: int | None, seed: int) -> list[Example]:
     """The task's part (tuning split, held-back rest, or all) in a seed-fixed order, cut at the smaller cap. A
-    larger cap extends a smaller one."""
+    larger cap extends a smaller one. `unseen_by_training` first drops the articles fine-tuning trained on."""
+    if task.unseen_by_training:
+        from ember.model.train.grounded import TRAIN_TITLES
+
+        examples = [ex for ex in examples if ex.metadata.get("title") not in TRAIN_TITLES]
     examples = take(examples, task.part)
     if task.shuffle:
         examples = examples[:]
@@ -102,7 +107,7 @@ def make_target(suite: SuiteConfig, task: TaskConfig, corpus: Corpus | None, res
     if t.kind == "grounded":
         if res.backend is None:
             raise EmberError("a grounded target needs a backend")
-        return GroundedTarget(res.backend, t, res.model_id, seed)
+        return GroundedTarget(res.backend, t, res.model_id, seed, res.adapter)
     if corpus is None:
         raise EmberError(f"task {task.name!r} has no corpus to search",
                          hint="Retrieval and RAG targets need a squad or beir dataset.")

@@ -54,6 +54,8 @@ class TaskConfig(_Strict):
     limit: int | None = Field(default=None, ge=1)  # the suite's own cap; --limit caps further
     shuffle: bool = False  # sample with the run's seed instead of taking the first examples
     part: Literal["all", "tune", "heldout"] = "all"  # the tuning split (ember.evals.split) or the held-back rest
+    # drop examples from the articles the grounded-QA adapter trains on (ember.model.train.grounded.TRAIN_TITLES)
+    unseen_by_training: bool = False
     stem: bool = True  # ROUGE with Porter stemming
     choice_mode: Literal["loglikelihood", "letter"] = "loglikelihood"
     continuation: str = " {choice}"  # what is scored after the prompt in loglikelihood mode

@@ -15,6 +15,7 @@ import string
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from ember.evals.datasets import Example
@@ -200,16 +201,23 @@ class RagTarget:
 class GroundedTarget:
     """The reader alone: each question with its gold paragraph as passage [1], through the RAG prompt."""
 
-    def __init__(self, backend: Backend, config: TargetConfig, model_id: str, seed: int = 0) -> None:
+    def __init__(self, backend: Backend, config: TargetConfig, model_id: str, seed: int = 0,
+                 adapter: Path | None = None) -> None:
         self.backend, self.config, self.model_id, self.seed = backend, config, model_id, seed
+        self.adapter = adapter
+
+    def _bias(self) -> float:
+        from ember.model import prompts
+
+        c = self.config
+        return prompts.refusal_bias(self.model_id, self.adapter) if c.refusal_bias is None else c.refusal_bias
 
     def describe(self) -> dict[str, Any]:
         from ember.model import prompts
 
         c = self.config
         return {"kind": "grounded", "model": self.model_id, "backend": self.backend.name, "max_tokens": c.max_tokens,
-                "temperature": c.temperature, "refusal_bias": prompts.refusal_bias(self.model_id)
-                if c.refusal_bias is None else c.refusal_bias, "seed": self.seed,
+                "temperature": c.temperature, "refusal_bias": self._bias(), "seed": self.seed,
                 "prompt": fingerprint(prompts.RAG_SYSTEM, prompts.DEMOS)[:12]}
 
     def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
@@ -218,7 +226,7 @@ class GroundedTarget:
         c = self.config
         params = SamplingParams(max_tokens=c.max_tokens, temperature=c.temperature, stop=list(c.stop), seed=self.seed)
         caps = self.backend.capabilities
-        bias = prompts.refusal_bias(self.model_id) if c.refusal_bias is None else c.refusal_bias
+        bias = self._bias()
         if bias and caps.logits_processors and caps.tokenizer is not None:
             from ember.model.refusal import RefusalBias
 

@@ -95,10 +95,12 @@ def load(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torc
 
 
 def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", device: str | torch.device = "cpu",
-                       quantization: str = "none") -> LoadedModel:
-    """`load`, then fuse projections and quantize as serving runs them (see `ember.model.quantize`).
+                       quantization: str = "none", adapter: Path | None = None) -> LoadedModel:
+    """`load`, merge a LoRA `adapter` folder, then fuse projections and quantize as serving runs them (see
+    `ember.model.quantize`).
 
-    From a GGUF file, `int4` and `auto` take its 4-bit tensors' codes as stored; `auto` follows its types.
+    From a GGUF file, `int4` and `auto` take its 4-bit tensors' codes as stored (but for the weights an
+    adapter changed, which are requantized from the merged floats); `auto` follows its types.
     """
     from ember.model.fuse import fuse_projections
     from ember.model.quantize import MODES, quantize
@@ -107,6 +109,12 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", devi
         raise ConfigError(f"quantization={quantization!r} is not supported; allowed: {', '.join(MODES)}")
     t0 = time.perf_counter()
     lm = load(path, dtype=dtype, device=device)
+    changed: set[str] = set()
+    if adapter is not None:
+        from ember.model.adapter import merge_adapter
+
+        with torch.no_grad():
+            changed = set(merge_adapter(lm.model, adapter))
     fuse_projections(lm.model)
     if quantization == "auto" and torch.device(device).type != "cpu":
         quantization = "none"  # the packed kernels are the CPU's; CUDA runs bf16
@@ -119,7 +127,7 @@ def load_for_inference(path: str | Path, dtype: str | torch.dtype = "auto", devi
             from ember.model.weights.gguf import int4_weights, weight_types
 
             types = weight_types(lm.gguf)
-            sources = int4_weights(lm.gguf, lm.model.config)
+            sources = {k: v for k, v in int4_weights(lm.gguf, lm.model.config).items() if k not in changed}
         quantize(lm.model, quantization, sources, types)
     lm.load_seconds = time.perf_counter() - t0
     return lm

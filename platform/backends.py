@@ -34,10 +34,12 @@ def make_backend(settings: Settings, model: str | None = None) -> Backend:
 
         dtype = "float32" if settings.dtype == "auto" and device_for(settings) == "cpu" else settings.dtype
         return VLLMBackend(str(path), dtype="auto" if dtype == "auto" else dtype)
+    from ember.model.adapter import resolve_adapter
     from ember.model.backends.ember import EmberBackend
 
     return EmberBackend.from_path(path, dtype=settings.dtype, device=device_for(settings),
-                                  config=engine_config(settings), quantization=settings.engine.quantization)
+                                  config=engine_config(settings), quantization=settings.engine.quantization,
+                                  adapter=resolve_adapter(settings.engine.adapter, name))
 
 
 def resolve_model(settings: Settings, name: str | None) -> Path:

@@ -41,6 +41,10 @@ class EngineSettings(BaseModel):
         "auto", description="weight-only quantized compute on the CPU: auto keeps about a GGUF's own bits "
                             "(its 4-bit tensors run as int4, the rest as int8; float checkpoints stay float); "
                             "none = full precision (fp32 unless dtype says otherwise); on CUDA auto means none")
+    adapter: str = Field(
+        "auto", min_length=1, description="LoRA adapter merged into the weights at load: auto = the one Ember ships "
+                                          "for the model, if any (qwen2.5-coder-0.5b: grounded QA); none; or a "
+                                          "PEFT adapter folder (e.g. one `ember train sft` wrote)")
 
 
 class OpenAISettings(BaseModel):

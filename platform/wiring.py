@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ember.model.errors import ConfigError
@@ -56,6 +57,14 @@ class Wiring:
 
                 self._backend = make_backend(self.settings, self.model_name)
             return self._backend
+
+    def adapter(self) -> Path | None:
+        """The LoRA adapter our engine merges into the model (`engine.adapter`); None on other backends."""
+        from ember.model.adapter import resolve_adapter
+
+        if self.settings.backend != "ember":
+            return None
+        return resolve_adapter(self.settings.engine.adapter, self.model_name)
 
     def context_window(self) -> int:
         """Tokens a RAG prompt plus its answer may take: `server.context_window`, else the backend's context
@@ -154,7 +163,7 @@ class Wiring:
         from ember.model.prompts import refusal_bias
 
         config = RagConfig(mode=mode or r.mode, k=k or r.rag_k, context_window=window, max_answer_tokens=answer,
-                           min_score=r.min_score, refusal_bias=refusal_bias(self.model_name))
+                           min_score=r.min_score, refusal_bias=refusal_bias(self.model_name, self.adapter()))
         return replace(config, **changes) if changes else config
 
     def rag(self, name: str, *, mode: str | None = None, k: int | None = None, max_tokens: int | None = None,

@@ -53,7 +53,8 @@ def test_wheel_installs_and_imports(tmp_path: Path) -> None:
     site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     code = ("import ember.model.llama, ember.model.weights.gguf, ember.platform.cli.app, ember.platform.settings, "
-            "ember.agents, ember.retrieval, ember.evals, platform; "
+            "ember.agents, ember.retrieval, ember.evals, platform; from ember.model.adapter import shipped_adapter; "
+            "assert shipped_adapter('qwen2.5-coder-0.5b') is not None, 'the shipped adapter is not in the wheel'; "
             "print(ember.model.llama.__file__); print(platform.system())")
     out = subprocess.run([str(py), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert out.stdout.splitlines()[0].startswith(str(site)), out.stdout

@@ -53,10 +53,11 @@ class EmberBackend:
 
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str = "cpu",
-                  config: EngineConfig | None = None, quantization: str = "none") -> EmberBackend:
+                  config: EngineConfig | None = None, quantization: str = "none",
+                  adapter: Path | None = None) -> EmberBackend:
         from ember.model.loader import load_for_inference
 
-        lm = load_for_inference(path, dtype=dtype, device=device, quantization=quantization)
+        lm = load_for_inference(path, dtype=dtype, device=device, quantization=quantization, adapter=adapter)
         return cls(lm.model, lm.tokenizer, config)
 
     # ---- engine thread -----------------------------------------------------------------------------

@@ -8,6 +8,14 @@ from typing import Any
 from ember.model.errors import ConfigError
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """AMX tiles: bf16 matmuls run ~6x faster than fp32 there (1.4 vs 0.22 TFLOPS on this project's 2 cores)."""
+    import torch
+
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
+
+
 @dataclass(slots=True)
 class TrainConfig:
     seq_len: int = 256  # tokens per packed sequence (pre-training) or the cap per example (SFT)
@@ -27,7 +35,7 @@ class TrainConfig:
     log_every: int = 1
     seed: int = 1337
     device: str = "cpu"
-    autocast: str = "auto"  # "auto" = bf16 autocast on CUDA, none on CPU; "bf16" or "none" to force
+    autocast: str = "auto"  # "auto" = bf16 on CUDA and on CPUs with bf16 matrix units (AMX); "bf16"/"none" force
     compile: bool = False  # torch.compile the training forward (helps on CUDA; slow to warm up on CPU)
 
     def __post_init__(self) -> None:
@@ -59,7 +67,9 @@ class TrainConfig:
 
     @property
     def use_bf16(self) -> bool:
-        return self.autocast == "bf16" or (self.autocast == "auto" and self.device.startswith("cuda"))
+        if self.autocast != "auto":
+            return self.autocast == "bf16"
+        return self.device.startswith("cuda") or cpu_has_bf16_matmul()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

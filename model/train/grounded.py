@@ -24,6 +24,12 @@ from ember.model.errors import ConfigError
 
 NOT_IN_CONTEXT = prompts.REFUSAL
 
+# The articles of squad/v2-train-source.json the grounded-QA adapter trains on; the SQuAD eval suites
+# (`unseen_by_training = true`) score every model on the other articles only. Five of these also appear in
+# SQuAD v1.1 dev (the same paragraphs and questions), so without the split the evals would test on training data.
+TRAIN_TITLES = frozenset({"Normans", "Huguenot", "Steam_engine", "1973_oil_crisis", "Harvard_University",
+                          "Packet_switching", "Imperialism", "French_and_Indian_War"})
+
 
 def grounded_messages(passages: Sequence[str], question: str, title: str = "") -> list[Message]:
     """System + user messages of a grounded question (the prompt, without the answer): the serving prompt."""
@@ -51,14 +57,16 @@ def read_squad(path: str | Path) -> list[QAItem]:
 
 
 def grounded_examples(items: Iterable[QAItem], max_distractors: int = 1, unanswerable_share: float = 0.3,
-                      exclude_titles: Iterable[str] = (), seed: int = 0) -> list[list[Message]]:
+                      exclude_titles: Iterable[str] = (), seed: int = 0,
+                      titles: Iterable[str] | None = None) -> list[list[Message]]:
     """SFT conversations. `unanswerable_share` caps the fraction of refusals; `exclude_titles` keeps
-    articles used for evaluation out of training."""
+    articles used for evaluation out of training; `titles`, when given, keeps only those articles."""
     if not 0 <= unanswerable_share < 1:
         raise ConfigError(f"unanswerable_share={unanswerable_share} must be in [0, 1)")
     rng = random.Random(seed)
     excluded = set(exclude_titles)
-    items = [it for it in items if it.title not in excluded]
+    kept = None if titles is None else set(titles)
+    items = [it for it in items if it.title not in excluded and (kept is None or it.title in kept)]
     by_title: dict[str, list[str]] = {}
     for it in items:
         contexts = by_title.setdefault(it.title, [])

@@ -106,8 +106,10 @@ def merge_lora(model: nn.Module) -> nn.Module:
     return model
 
 
-def save_adapter(model: nn.Module, cfg: LoRAConfig, folder: str | Path, base_model: str = "") -> Path:
-    """PEFT-format adapter folder (only the A and B matrices). Atomic: built beside, then renamed."""
+def save_adapter(model: nn.Module, cfg: LoRAConfig, folder: str | Path, base_model: str = "",
+                 dtype: torch.dtype | None = None) -> Path:
+    """PEFT-format adapter folder (only the A and B matrices, in `dtype` if given: bf16 halves a shipped
+    adapter). Atomic: built beside, then renamed."""
     from safetensors.torch import save_file
 
     layers = lora_layers(model)
@@ -119,8 +121,9 @@ def save_adapter(model: nn.Module, cfg: LoRAConfig, folder: str | Path, base_mod
     tmp.mkdir(parents=True)
     tensors = {}
     for name, layer in layers.items():
-        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A.detach().cpu().contiguous()
-        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B.detach().cpu().contiguous()
+        for ab in "AB":
+            t = getattr(layer, f"lora_{ab}").detach().cpu()
+            tensors[f"{PEFT_PREFIX}{name}.lora_{ab}.weight"] = (t if dtype is None else t.to(dtype)).contiguous()
     save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
     config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": cfg.r, "lora_alpha": cfg.alpha,
               "lora_dropout": 0.0, "bias": "none", "target_modules": sorted(cfg.targets),
@@ -150,6 +153,12 @@ def load_adapter(model: nn.Module, folder: str | Path) -> LoRAConfig:
     expected = {f"{PEFT_PREFIX}{n}.lora_{ab}.weight" for n in layers for ab in "AB"}
     if set(tensors) != expected:
         raise WeightsError(folder, "its tensors do not match this model's layers")
+    for name, layer in layers.items():
+        for ab in "AB":
+            want, got = getattr(layer, f"lora_{ab}").shape, tensors[f"{PEFT_PREFIX}{name}.lora_{ab}.weight"].shape
+            if want != got:
+                raise WeightsError(folder, f"{name}.lora_{ab} has shape {tuple(got)}, this model needs "
+                                           f"{tuple(want)}: the adapter was trained for another model")
     with torch.no_grad():
         for name, layer in layers.items():
             layer.lora_A.copy_(tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"])

@@ -23,20 +23,24 @@ from ember.model.tokenizer import Tokenizer
 IGNORE = -100  # F.cross_entropy's default ignore_index
 
 
-def tokenize_conversation(tokenizer: Tokenizer, messages: Sequence[Message]) -> tuple[list[int], list[int]]:
-    """(input ids, labels) of one conversation; labels are IGNORE outside assistant turns."""
+def tokenize_conversation(tokenizer: Tokenizer, messages: Sequence[Message],
+                          last_turn_only: bool = False) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of one conversation; labels are IGNORE outside assistant turns (outside the last
+    one with `last_turn_only`: earlier turns are then context, e.g. a prompt's worked examples)."""
     if not any(m.get("role") == "assistant" for m in messages):
         raise ConfigError("a training conversation needs at least one assistant message")
     ids: list[int] = []
     labels: list[int] = []
     rendered = ""
+    last = max(k for k, m in enumerate(messages) if m.get("role") == "assistant")
     for k, message in enumerate(messages):
         if message["role"] == "assistant":
             # the generation prompt ("<|im_start|>assistant\n") belongs to the prompt, not to the answer
             head = tokenizer.apply_chat_template(list(messages[:k]), add_generation_prompt=True)
             rendered = _append(tokenizer, rendered, head, ids, labels, train=False)
         full = tokenizer.apply_chat_template(list(messages[:k + 1]), add_generation_prompt=False)
-        rendered = _append(tokenizer, rendered, full, ids, labels, train=message["role"] == "assistant")
+        rendered = _append(tokenizer, rendered, full, ids, labels,
+                           train=message["role"] == "assistant" and (k == last or not last_turn_only))
     return ids, labels
 
 
@@ -87,13 +91,14 @@ class SFTDataset:
 
     @classmethod
     def from_conversations(cls, tokenizer: Tokenizer, conversations: Sequence[Sequence[Message]],
-                           batch_size: int, max_len: int, seed: int = 0, shuffle: bool = True) -> SFTDataset:
+                           batch_size: int, max_len: int, seed: int = 0, shuffle: bool = True,
+                           last_turn_only: bool = False) -> SFTDataset:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if pad is None:
             raise ConfigError("the tokenizer has no pad or EOS token to pad batches with")
         examples = []
         for messages in conversations:
-            ids, labels = tokenize_conversation(tokenizer, messages)
+            ids, labels = tokenize_conversation(tokenizer, messages, last_turn_only)
             # predict token t+1 from tokens <= t; keep the end (the answer) if the example is too long
             x, y = ids[:-1][-max_len:], labels[1:][-max_len:]
             if any(t != IGNORE for t in y):

@@ -50,6 +50,16 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE)
 
 
+def model_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean next-token loss; the vocabulary head runs only on columns that carry a label (SFT prompts are
+    mostly unlabelled, and the head of a 150k-token vocabulary is a fifth of a small model's compute)."""
+    labelled = (y != IGNORE).any(dim=0)
+    if bool(labelled.all()):
+        return loss_fn(model(x), y)
+    columns = labelled.nonzero().squeeze(1)
+    return loss_fn(model(x, select=columns), y[:, columns])
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -68,7 +78,7 @@ def evaluate(model: Llama, data: Batches, cfg: TrainConfig) -> float:
             x, y = data.batch(i)
             x, y = x.to(cfg.device), y.to(cfg.device)
             n = int((y != IGNORE).sum())
-            total += loss_fn(model(x), y).item() * n
+            total += model_loss(model, x, y).item() * n
             count += n
     model.train()
     return total / max(1, count)
@@ -118,7 +128,7 @@ def train(model: Llama, data: Batches, cfg: TrainConfig, out_dir: str | Path, va
                 x, y = data.batch(step * cfg.grad_accum + micro)
                 x, y = x.to(cfg.device), y.to(cfg.device)
                 with _autocast(cfg):
-                    loss = loss_fn(forward(x), y)
+                    loss = model_loss(forward, x, y)
                 aux = moe_aux_loss(model)
                 total = loss if aux is None else loss + model.config.router_aux_loss_coef * aux
                 (total / cfg.grad_accum).backward()

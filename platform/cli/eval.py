@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ember.evals.harness import Resources
     from ember.evals.suite import SuiteConfig, TaskConfig
     from ember.evals.targets import RagLike, Searcher
+    from ember.platform.settings import Settings
     from ember.platform.wiring import Wiring
     from ember.retrieval.retriever import Retriever
 
@@ -31,6 +32,17 @@ DEFAULT_DATA = Path("../shared/datasets")
 def shipped_suites() -> dict[str, Path]:
     folder = resources.files("ember.evals") / "suites"
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
+
+
+def _adapter_id(s: Settings, model: str) -> str | None:
+    """What the run's weights carry beyond the model (part of the run folder's key): the adapter's hash."""
+    from ember.model.adapter import resolve_adapter
+    from ember.model.registry import sha256_file
+
+    if s.backend != "ember":
+        return None
+    folder = resolve_adapter(s.engine.adapter, model)
+    return None if folder is None else sha256_file(folder / "adapter_model.safetensors")[:12]
 
 
 def load_suite(spec: str) -> SuiteConfig:
@@ -56,7 +68,7 @@ def build_resources(w: Wiring, suite: SuiteConfig, data_root: Path) -> Resources
     """The harness's resources from the wiring: the backend (and its scorer) and the suite's corpora."""
     from ember.evals.harness import Resources
 
-    res = Resources(data_root=data_root, model_id=w.model_name)
+    res = Resources(data_root=data_root, model_id=w.model_name, adapter=w.adapter())
     t = suite.target
     if t.kind in ("model", "rag", "agent", "grounded"):
         with console.status(f"Loading {res.model_id} ({w.settings.backend})…", spinner="dots"):
@@ -158,9 +170,11 @@ def run(ctx: typer.Context,
         if part not in ("tune", "heldout", "all"):
             raise InvalidValueError(f"--part must be tune, heldout or all, got {part!r}")
         cfg = cfg.model_copy(update={"tasks": [t.model_copy(update={"part": part}) for t in cfg.tasks]})
-    run_dir = out or default_run_dir(s.data_dir / "evals", cfg, {"model": model or s.model, "backend": s.backend,
-                                                                  "dtype": s.dtype,
-                                                                  "quantization": s.engine.quantization}, seed)
+    key: dict[str, Any] = {"model": model or s.model, "backend": s.backend, "dtype": s.dtype,
+                           "quantization": s.engine.quantization}
+    if (adapter := _adapter_id(s, model or s.model)) is not None:
+        key["adapter"] = adapter
+    run_dir = out or default_run_dir(s.data_dir / "evals", cfg, key, seed)
     w = wiring_from(ctx, model=model)
     res = build_resources(w, cfg, data)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

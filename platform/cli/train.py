@@ -152,44 +152,64 @@ def sft(ctx: typer.Context,
         limit: Annotated[int | None, typer.Option(min=1, help="use only the first N examples")] = None,
         distractors: Annotated[int, typer.Option(min=0, help="SQuAD data: up to N other paragraphs per prompt")]
         = 1,
+        unanswerable: Annotated[float, typer.Option(min=0.0, max=0.95, help="SQuAD data: at most this share of "
+                                                    "examples teach the refusal")] = 0.3,
+        train_titles: Annotated[bool, typer.Option("--train-titles/--all-titles", help="SQuAD data: only the "
+                                                   "articles in ember.model.train.grounded.TRAIN_TITLES (the "
+                                                   "SQuAD evals score on the others), or every article")] = True,
+        adapter_dtype: Annotated[str, typer.Option(help="dtype of the saved adapter: float32 or bfloat16 (half "
+                                                       "the size, for shipping)")] = "float32",
+        last_turn: Annotated[bool, typer.Option("--last-turn/--all-turns", help="loss on the last assistant turn "
+                                                "only (earlier ones are worked examples), or on every one")]
+        = True,
         steps: Steps = 100, batch_size: BatchSize = 4, grad_accum: GradAccum = 1, lr: Lr = 2e-4,
         warmup: Warmup = 10, save_every: SaveEvery = 0, resume: Resume = False, compile_: Compile = False,
         seed: Seed = 1337) -> None:
     """Fine-tune MODEL on chat data, loss on the assistant turns only; export merged model and adapter."""
-    from ember.model.loader import export_hf, load
+    import torch
+
+    from ember.model.errors import ConfigError
+    from ember.model.loader import DTYPES, export_hf, load
     from ember.model.train.config import TrainConfig
-    from ember.model.train.grounded import grounded_examples, read_squad
+    from ember.model.train.grounded import TRAIN_TITLES, grounded_examples, read_squad
     from ember.model.train.lora import LoRAConfig, apply_lora, merge_lora, save_adapter
     from ember.model.train.sft_data import SFTDataset, read_conversations
     from ember.model.train.trainer import train
 
+    if adapter_dtype not in ("float32", "bfloat16"):
+        raise ConfigError(f"--adapter-dtype {adapter_dtype!r}: use float32 or bfloat16")
     s = settings_from(ctx)
     device = device_for(s)
     path = resolve_model(s, model)
     with console.status(f"Loading {path}…", spinner="dots"):
         loaded = load(path, dtype="float32", device="cpu")
     if data.suffix == ".json":
-        conversations = grounded_examples(read_squad(data), max_distractors=distractors, seed=seed)
+        conversations = grounded_examples(read_squad(data), max_distractors=distractors, seed=seed,
+                                          unanswerable_share=unanswerable,
+                                          titles=TRAIN_TITLES if train_titles else None)
     else:
         conversations = read_conversations(data)
     conversations = conversations[:limit]
-    dataset = SFTDataset.from_conversations(loaded.tokenizer, conversations, batch_size, max_len, seed=seed)
+    dataset = SFTDataset.from_conversations(loaded.tokenizer, conversations, batch_size, max_len, seed=seed,
+                                            last_turn_only=last_turn)
     net = loaded.model
     lora_cfg = LoRAConfig(r=rank, alpha=alpha) if lora else None
+    cfg = TrainConfig(seq_len=max_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=steps, lr=lr,
+                      min_lr=lr / 10, warmup_steps=min(warmup, steps), weight_decay=0.0 if lora else 0.01,
+                      eval_every=0, save_every=save_every, seed=seed, device=device, compile=compile_)
     if lora_cfg is not None:
+        if cfg.use_bf16:  # frozen base weights in bf16 once, instead of autocast casting them every step
+            net.to(torch.bfloat16)
         apply_lora(net, lora_cfg)
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     console.print(f"[dim]•[/] {len(dataset)} examples · {trainable / 1e6:.2f} M trainable parameters "
                   f"({'LoRA r=' + str(rank) if lora else 'full'}) on {device}")
-    cfg = TrainConfig(seq_len=max_len, batch_size=batch_size, grad_accum=grad_accum, max_steps=steps, lr=lr,
-                      min_lr=lr / 10, warmup_steps=min(warmup, steps), weight_decay=0.0 if lora else 0.01,
-                      eval_every=0, save_every=save_every, seed=seed, device=device, compile=compile_)
     run = s.data_dir / "runs" / name
     with _progress(steps, f"sft {name}") as on_record:
         result = train(net, dataset, cfg, run, resume=resume, on_record=on_record)
     net.cpu()
     if lora_cfg is not None:
-        save_adapter(net, lora_cfg, run / "adapter", base_model=str(path))
+        save_adapter(net, lora_cfg, run / "adapter", base_model=path.name, dtype=DTYPES[adapter_dtype])
         console.print(f"[dim]•[/] adapter → {run / 'adapter'}")
         merge_lora(net)
     export_hf(net, loaded.tokenizer, s.models_dir / name, dtype=loaded.model.dtype)

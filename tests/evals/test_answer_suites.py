@@ -34,6 +34,24 @@ def task(metrics: list[str]) -> TaskConfig:
     return TaskConfig(name="t", kind="qa", format="squad", path="x", metrics=metrics)
 
 
+def test_squad_suites_score_only_articles_the_adapter_never_trained_on() -> None:
+    """`unseen_by_training`: the shipped SQuAD suites drop the grounded-QA adapter's training articles (five
+    of them are SQuAD v1.1 dev articles too), for every model alike."""
+    from ember.evals.harness import select
+    from ember.model.train.grounded import TRAIN_TITLES
+    from ember.platform.cli.eval import load_suite
+
+    examples = [Example(f"q{i}", "?", ("a",), metadata={"title": t})
+                for i, t in enumerate(["Normans", "Warsaw", "Force", "Huguenot"] * 20)]
+    task = TaskConfig(name="t", kind="qa", format="squad", path="x", unseen_by_training=True)
+    kept = select(examples, task, None, 0)
+    assert kept and {ex.metadata["title"] for ex in kept} == {"Warsaw", "Force"}
+    assert len(select(examples, task.model_copy(update={"unseen_by_training": False}), None, 0)) == 80
+    for name in ("squad-closed", "squad-rag", "squad-unanswerable"):
+        assert all(t.unseen_by_training and t.part == "heldout" for t in load_suite(name).tasks), name
+    assert {"Normans", "Huguenot"} <= TRAIN_TITLES
+
+
 def test_refusal_is_scored_on_unanswerable_and_false_refusal_on_answerable() -> None:
     t = task(["refusal", "false_refusal", "f1"])
     unanswerable, answerable = Example("u", "q"), Example("a", "q", ("Denver Broncos",))

@@ -72,6 +72,23 @@ def test_rag_reads_rag_k_passages_and_searches_keep_k(tmp_path: Path) -> None:
     assert w.rag_config().k == 2 and w.rag_config(k=4).k == 4  # an explicit -k wins
 
 
+def test_the_refusal_bias_follows_the_model_and_its_adapter(tmp_path: Path) -> None:
+    """engine.adapter = "auto" serves qwen2.5-coder-0.5b with its shipped grounded-QA LoRA, whose own refusal
+    bias RAG then uses; "none" keeps the base model's; other backends merge nothing."""
+    from ember.model.adapter import shipped_adapter
+
+    def wiring(**settings: object) -> Wiring:
+        return Wiring(Settings(data_dir=tmp_path, model="qwen2.5-coder-0.5b", **settings), backend=long_context())
+
+    w = wiring()
+    assert w.adapter() == shipped_adapter("qwen2.5-coder-0.5b") is not None and w.rag_config().refusal_bias == -2.0
+    w = wiring(engine={"adapter": "none"})
+    assert w.adapter() is None and w.rag_config().refusal_bias == 1.0
+    assert wiring(backend="openai").adapter() is None
+    with pytest.raises(ConfigError, match="adapter"):
+        wiring(engine={"adapter": str(tmp_path / "nope")}).adapter()
+
+
 def test_the_server_embeds_on_the_configured_device(tmp_path: Path) -> None:
     st = build_state(Settings(data_dir=tmp_path, device="cpu"), ScriptedBackend(["x"]), "scripted")
     try:

@@ -114,3 +114,71 @@ def test_bad_lora_settings_are_refused(tiny: LlamaConfig) -> None:
     model = apply_lora(new_model(tiny), LoRAConfig(r=2, alpha=4))
     with pytest.raises(ConfigError, match="already"):
         apply_lora(model, LoRAConfig())
+
+
+def test_served_with_an_adapter_matches_the_unmerged_adapter(tiny: LlamaConfig, bpe: Tokenizer,
+                                                             tmp_path: Path) -> None:
+    """`load_for_inference(adapter=...)` (what `engine.adapter` serves): the adapter folded in before fusing and
+    quantizing gives the unmerged LoRA model's logits (exactly in fp32, closely in int8)."""
+    from ember.model.loader import load_for_inference
+
+    model, cfg = lora_trained(tiny, bpe, tmp_path)
+    x = torch.tensor([bpe.encode("The Normans gave their name to Normandy.")])
+    with torch.no_grad():
+        expected = model(x)
+        base_logits = new_model(tiny, seed=0)(x)
+    export_hf(new_model(tiny, seed=0), bpe, tmp_path / "base", dtype=torch.float32)
+    save_adapter(model, cfg, tmp_path / "adapter", base_model=str(tmp_path / "base"))
+    for mode, tol in (("none", 1e-5), ("int8", 0.05)):
+        served = load_for_inference(tmp_path / "base", dtype="float32", quantization=mode,
+                                    adapter=tmp_path / "adapter").model
+        with torch.no_grad():
+            got = served(x)
+        torch.testing.assert_close(got, expected, atol=tol, rtol=tol)
+        assert (got - base_logits).abs().max() > 10 * (got - expected).abs().max()  # the adapter is in
+
+
+def test_an_adapter_for_another_model_is_refused(tiny: LlamaConfig, bpe: Tokenizer, tmp_path: Path) -> None:
+    from ember.model.errors import WeightsError
+    from ember.model.loader import load_for_inference
+
+    model, cfg = lora_trained(tiny, bpe, tmp_path)
+    save_adapter(model, cfg, tmp_path / "adapter")
+    wider = dataclasses.replace(tiny, intermediate_size=tiny.intermediate_size * 2)
+    export_hf(new_model(wider, seed=0), bpe, tmp_path / "other", dtype=torch.float32)
+    with pytest.raises(WeightsError, match="shape"):
+        load_for_inference(tmp_path / "other", dtype="float32", adapter=tmp_path / "adapter")
+
+
+def test_engine_adapter_setting_resolves(tmp_path: Path) -> None:
+    """"auto" = the adapter shipped for a registry model (qwen2.5-coder-0.5b's, checked against that model's
+    shapes without its weights), "none", or a folder; anything else is a clear error."""
+    import json
+
+    from safetensors import safe_open
+
+    from ember.model.adapter import resolve_adapter
+    from ember.model.errors import ConfigError
+
+    assert resolve_adapter("auto", "smollm2") is None
+    assert resolve_adapter("none", "qwen2.5-coder-0.5b") is None
+    shipped = resolve_adapter("auto", "qwen2.5-coder-0.5b")
+    assert shipped is not None and (shipped / "TRAINING.md").is_file()
+    meta = json.loads((shipped / "adapter_config.json").read_text())
+    r = meta["r"]
+    dims = {"q_proj": (896, 896), "k_proj": (128, 896), "v_proj": (128, 896), "o_proj": (896, 896),
+            "gate_proj": (4864, 896), "up_proj": (4864, 896), "down_proj": (896, 4864)}  # Qwen2.5-0.5B (out, in)
+    with safe_open(str(shipped / "adapter_model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+        assert len(keys) == 2 * 24 * len(meta["target_modules"])
+        for key in keys:
+            leaf = key.split(".")[-3]
+            out, inp = dims[leaf]
+            assert tuple(f.get_slice(key).get_shape()) == ((r, inp) if ".lora_A." in key else (out, r)), key
+    assert resolve_adapter(str(shipped), "anything") == shipped
+    from ember.model.prompts import refusal_bias  # calibrated per (model, adapter)
+
+    assert refusal_bias("qwen2.5-coder-0.5b") == 1.0 and refusal_bias("qwen2.5-coder-0.5b", shipped) == -2.0
+    assert refusal_bias("qwen2.5-coder-0.5b", tmp_path) == 0.0 and refusal_bias("smollm2", shipped) == 0.0
+    with pytest.raises(ConfigError, match="adapter"):
+        resolve_adapter(str(tmp_path), "qwen2.5-coder-0.5b")

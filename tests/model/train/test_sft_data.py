@@ -86,3 +86,27 @@ def test_grounded_examples_from_squad_v2() -> None:
                for conv in examples)
     held_out = grounded_examples(items, exclude_titles={items[0].title})
     assert all(items[0].context not in conv[-2]["content"] for conv in held_out)
+
+
+def test_last_turn_only_leaves_worked_examples_unlabelled(bpe: Tokenizer) -> None:
+    """The grounded prompt's worked examples are assistant turns too; with `last_turn_only` only the real
+    answer carries labels."""
+    for tok in tokenizers(bpe):
+        ids, labels = tokenize_conversation(tok, CONVERSATION, last_turn_only=True)
+        assert ids == tokenize_conversation(tok, CONVERSATION)[0]
+        trained = [i for i, label in zip(ids, labels, strict=True) if label != IGNORE]
+        assert tok.decode(trained, skip_special_tokens=False) == "Rome, since 1871.<|im_end|>\n"
+
+
+def test_grounded_examples_keep_to_the_training_articles() -> None:
+    """`titles=TRAIN_TITLES` (what `ember train sft` uses on SQuAD): only those articles, and each of them."""
+    from ember.model.train.grounded import TRAIN_TITLES
+
+    if not SQUAD_TRAIN.is_file():
+        pytest.skip(f"{SQUAD_TRAIN} is missing")
+    items = read_squad(SQUAD_TRAIN)
+    assert {it.title for it in items} >= TRAIN_TITLES
+    kept = grounded_examples(items, titles=TRAIN_TITLES, seed=0)
+    contexts = {it.context: it.title for it in items}
+    seen = {contexts[p] for conv in kept[:300] for p in contexts if p in conv[-2]["content"]}
+    assert seen and seen <= TRAIN_TITLES

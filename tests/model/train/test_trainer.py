@@ -83,3 +83,27 @@ def test_train_config_validates() -> None:
         TrainConfig(lr=1e-4, min_lr=1e-3)
     with pytest.raises(ConfigError, match="batch_size"):
         TrainConfig(batch_size=0)
+
+
+def test_the_loss_on_labelled_columns_equals_the_full_loss(tiny: LlamaConfig) -> None:
+    """`model_loss` runs the vocabulary head only where a label is; the loss is the full-logits one."""
+    from ember.model.train.sft_data import IGNORE
+    from ember.model.train.trainer import loss_fn, model_loss
+
+    model = new_model(tiny, seed=3).eval()
+    x = torch.randint(0, tiny.vocab_size, (2, 12))
+    y = torch.full((2, 12), IGNORE)
+    y[0, 7:10] = x[0, 8:11]
+    y[1, 9:11] = x[1, 10:12]
+    with torch.no_grad():
+        torch.testing.assert_close(model_loss(model, x, y), loss_fn(model(x), y))
+        dense = x.roll(-1, 1)
+        torch.testing.assert_close(model_loss(model, x, dense), loss_fn(model(x), dense))
+
+
+def test_autocast_auto_means_bf16_where_the_hardware_has_it() -> None:
+    from ember.model.train.config import cpu_has_bf16_matmul
+
+    assert TrainConfig(device="cuda").use_bf16 and not TrainConfig(autocast="none", device="cuda").use_bf16
+    assert TrainConfig(device="cpu").use_bf16 == cpu_has_bf16_matmul()
+    assert TrainConfig(autocast="bf16").use_bf16 and not TrainConfig(autocast="none").use_bf16
