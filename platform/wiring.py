@@ -59,9 +59,12 @@ class Wiring:
             return self._backend
 
     def adapter(self) -> Path | None:
-        """The LoRA adapter our engine merges into the model (`engine.adapter`); None on other backends."""
+        """The LoRA adapter merged into the served model: the backend's own word once it is built (an injected
+        one included), else what `engine.adapter` will make our engine load; None on other backends."""
         from ember.model.adapter import resolve_adapter
 
+        if self._backend is not None:
+            return self._backend.capabilities.adapter
         if self.settings.backend != "ember":
             return None
         return resolve_adapter(self.settings.engine.adapter, self.model_name)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from ember.model.errors import EmberError
@@ -52,6 +53,7 @@ class Capabilities:
     tool_calls: bool = False
     structured_outputs: bool = False
     constrained: bool = False  # calls and JSON are grammar-constrained here (else the server behind decides)
+    adapter: Path | None = None  # the LoRA folder merged into the weights at load (the refusal bias follows it)
 
     @property
     def native_tools(self) -> bool:

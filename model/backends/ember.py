@@ -36,7 +36,8 @@ class _Request:
 class EmberBackend:
     name = "ember"
 
-    def __init__(self, model: Llama, tokenizer: Tokenizer, config: EngineConfig | None = None) -> None:
+    def __init__(self, model: Llama, tokenizer: Tokenizer, config: EngineConfig | None = None,
+                 adapter: Path | None = None) -> None:
         self.tokenizer = tokenizer
         self.engine = LLMEngine(model, tokenizer, config)
         self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
@@ -49,7 +50,7 @@ class EmberBackend:
             context_length=e.max_model_len, tokenizer=tokenizer, vocab_size=e.model.config.vocab_size,
             eos_ids=tuple(sorted(e.eos_ids)), logits_processors=True, scoring_model=e.model,
             kv_blocks=lambda: (e.blocks.num_used, len(e.blocks.blocks)), tool_calls=True, structured_outputs=True,
-            constrained=True)
+            constrained=True, adapter=adapter)
 
     @classmethod
     def from_path(cls, path: str | Path, dtype: str = "auto", device: str = "cpu",
@@ -58,7 +59,7 @@ class EmberBackend:
         from ember.model.loader import load_for_inference
 
         lm = load_for_inference(path, dtype=dtype, device=device, quantization=quantization, adapter=adapter)
-        return cls(lm.model, lm.tokenizer, config)
+        return cls(lm.model, lm.tokenizer, config, adapter)
 
     # ---- engine thread -----------------------------------------------------------------------------
     def _admit(self, item: object) -> bool:

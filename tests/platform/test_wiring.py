@@ -77,14 +77,21 @@ def test_the_refusal_bias_follows_the_model_and_its_adapter(tmp_path: Path) -> N
     bias RAG then uses; "none" keeps the base model's; other backends merge nothing."""
     from ember.model.adapter import shipped_adapter
 
-    def wiring(**settings: object) -> Wiring:
-        return Wiring(Settings(data_dir=tmp_path, model="qwen2.5-coder-0.5b", **settings), backend=long_context())
+    def wiring(**settings: object) -> Wiring:  # the context window is set: rag_config builds no backend
+        return Wiring(Settings(data_dir=tmp_path, model="qwen2.5-coder-0.5b", server={"context_window": 2048},
+                               **settings))
 
+    shipped = shipped_adapter("qwen2.5-coder-0.5b")
     w = wiring()
-    assert w.adapter() == shipped_adapter("qwen2.5-coder-0.5b") is not None and w.rag_config().refusal_bias == -2.0
+    assert w.adapter() == shipped is not None and w.rag_config().refusal_bias == -2.0
     w = wiring(engine={"adapter": "none"})
     assert w.adapter() is None and w.rag_config().refusal_bias == 1.0
     assert wiring(backend="openai").adapter() is None
+    injected = long_context()  # a ready backend's own word wins over the settings
+    w = Wiring(Settings(data_dir=tmp_path, model="qwen2.5-coder-0.5b"), backend=injected)
+    assert w.adapter() is None and w.rag_config().refusal_bias == 1.0
+    injected.capabilities = Capabilities(context_length=4096, adapter=shipped)
+    assert w.rag_config().refusal_bias == -2.0
     with pytest.raises(ConfigError, match="adapter"):
         wiring(engine={"adapter": str(tmp_path / "nope")}).adapter()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ember.model.adapter import shipped_adapter
 from ember.model.backends.ember import EmberBackend
 from ember.model.engine.llm_engine import EngineConfig
 from ember.platform.server.run import build_state
@@ -35,7 +36,7 @@ def default_engine() -> Iterator[EmberBackend]:
     if not (folder / "ember-source.json").is_file():
         pytest.skip(f"{SERVE_MODEL} is not pulled (ember models pull {SERVE_MODEL}; make setup does it)")
     b = EmberBackend.from_path(folder, config=EngineConfig(kv_cache_bytes=256 << 20, max_model_len=4096),
-                               quantization="int8")
+                               quantization="auto", adapter=shipped_adapter(SERVE_MODEL))  # as `make run` serves
     yield b
     b.close()
 
