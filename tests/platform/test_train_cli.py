@@ -49,9 +49,13 @@ def test_tokenizer_pretrain_sft_end_to_end(tmp_path: Path) -> None:
                                                      {"role": "assistant", "content": w}]}) + "\n"
                             for w in ("yes", "no", "maybe")))
     out = ok(run("train", "sft", "n1", str(chat), "--name", "n1-chat", "--steps", "2", "--batch-size", "2",
-                 "--max-len", "64", "--rank", "4", cwd=tmp_path))
+                 "--max-len", "64", "--rank", "4", "--adapter-dtype", "bfloat16", cwd=tmp_path))
     assert "3 examples" in out
     assert (tmp_path / "data" / "runs" / "n1-chat" / "adapter" / "adapter_config.json").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "data" / "runs" / "n1-chat" / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
     assert (tmp_path / "data" / "models" / "n1-chat" / "model.safetensors").is_file()
     # full SFT on grounded-QA examples built from SQuAD v2
     out = ok(run("train", "sft", "n1", str(SQUAD / "v2-train-source.json"), "--full", "--name", "n1-qa",
@@ -67,5 +71,7 @@ def test_bad_train_input_is_a_clean_error(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text("not json\n")
     out = run("train", "tokenizer", str(tmp_path / "bad.jsonl"), cwd=tmp_path)
     assert out.returncode == 2 and "bad.jsonl:1" in out.stderr and "Traceback" not in out.stderr
+    out = run("train", "sft", "n1", str(tmp_path / "bad.jsonl"), "--adapter-dtype", "int3", cwd=tmp_path)
+    assert out.returncode != 0 and "float32 or bfloat16" in out.stderr and "Traceback" not in out.stderr
     help_text = run("train", "--help", cwd=tmp_path).stdout
     assert all(cmd in help_text for cmd in ("tokenizer", "pretrain", "sft"))
