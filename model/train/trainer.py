@@ -50,7 +50,7 @@ def loss_fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), y.flatten(), ignore_index=IGNORE)
 
 
-def model_loss(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def model_loss(model: Callable[..., torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean next-token loss; the vocabulary head runs only on columns that carry a label (SFT prompts are
     mostly unlabelled, and the head of a 150k-token vocabulary is a fifth of a small model's compute)."""
     labelled = (y != IGNORE).any(dim=0)

@@ -55,7 +55,7 @@ def test_tokenizer_pretrain_sft_end_to_end(tmp_path: Path) -> None:
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / "data" / "runs" / "n1-chat" / "adapter" / "adapter_model.safetensors"), "pt") as f:
-        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}
+        assert {str(f.get_tensor(k).dtype) for k in f.keys()} == {"torch.bfloat16"}  # noqa: SIM118 (no __iter__)
     assert (tmp_path / "data" / "models" / "n1-chat" / "model.safetensors").is_file()
     # full SFT on grounded-QA examples built from SQuAD v2
     out = ok(run("train", "sft", "n1", str(SQUAD / "v2-train-source.json"), "--full", "--name", "n1-qa",
