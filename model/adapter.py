@@ -9,6 +9,7 @@ quantization, so serving pays nothing per token.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +22,12 @@ if TYPE_CHECKING:
 SHIPPED = ("qwen2.5-coder-0.5b",)  # registry models with an adapter in ember/model/adapters/
 
 
+@cache
 def shipped_adapter(model: str) -> Path | None:
-    """The folder of the adapter shipped for registry model `model`, or None."""
+    """The folder of the adapter shipped for registry model `model`, or None (looked up once per model)."""
     if model not in SHIPPED:
         return None
-    folder = Path(str(resources.files("ember.model").joinpath("adapters", model)))
+    folder = Path(str(resources.files("ember.model").joinpath("adapters", model))).resolve()
     return folder if (folder / "adapter_config.json").is_file() else None
 
 
@@ -35,7 +37,7 @@ def resolve_adapter(setting: str, model: str) -> Path | None:
         return None
     if setting == "auto":
         return shipped_adapter(model)
-    folder = Path(setting).expanduser()
+    folder = Path(setting).expanduser().resolve()
     if not (folder / "adapter_config.json").is_file():
         raise ConfigError(f"engine.adapter={setting!r} is not a LoRA adapter folder (no adapter_config.json)",
                           hint='Use "auto", "none", or a folder written by `ember train sft` (runs/NAME/adapter).')

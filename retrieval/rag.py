@@ -44,7 +44,7 @@ REWRITE_EXAMPLES = [
 @dataclass(frozen=True, slots=True)
 class RagConfig:
     mode: str = "hybrid"  # dense | bm25 | hybrid
-    k: int = 5  # passages retrieved (before the relevance filter and the budget)
+    k: int = 3  # passages retrieved (before the relevance filter and the budget); retrieval.rag_k's default
     context_window: int = 2048  # tokens the model sees: prompt + answer
     max_answer_tokens: int = 384  # reserved for the answer (default SamplingParams.max_tokens); answers are short
     min_score: float = 0.2  # least cosine similarity of a relevant passage (dense, hybrid)

@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from ember.evals.harness import Resources
     from ember.evals.suite import SuiteConfig, TaskConfig
     from ember.evals.targets import RagLike, Searcher
-    from ember.platform.settings import Settings
     from ember.platform.wiring import Wiring
     from ember.retrieval.retriever import Retriever
 
@@ -32,17 +31,6 @@ DEFAULT_DATA = Path("../shared/datasets")
 def shipped_suites() -> dict[str, Path]:
     folder = resources.files("ember.evals") / "suites"
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
-
-
-def _adapter_id(s: Settings, model: str) -> str | None:
-    """What the run's weights carry beyond the model (part of the run folder's key): the adapter's hash."""
-    from ember.model.adapter import resolve_adapter
-    from ember.model.registry import sha256_file
-
-    if s.backend != "ember":
-        return None
-    folder = resolve_adapter(s.engine.adapter, model)
-    return None if folder is None else sha256_file(folder / "adapter_model.safetensors")[:12]
 
 
 def load_suite(spec: str) -> SuiteConfig:
@@ -170,12 +158,14 @@ def run(ctx: typer.Context,
         if part not in ("tune", "heldout", "all"):
             raise InvalidValueError(f"--part must be tune, heldout or all, got {part!r}")
         cfg = cfg.model_copy(update={"tasks": [t.model_copy(update={"part": part}) for t in cfg.tasks]})
-    key: dict[str, Any] = {"model": model or s.model, "backend": s.backend, "dtype": s.dtype,
-                           "quantization": s.engine.quantization}
-    if (adapter := _adapter_id(s, model or s.model)) is not None:
-        key["adapter"] = adapter
-    run_dir = out or default_run_dir(s.data_dir / "evals", cfg, key, seed)
     w = wiring_from(ctx, model=model)
+    key: dict[str, Any] = {"model": w.model_name, "backend": s.backend, "dtype": s.dtype,
+                           "quantization": s.engine.quantization}
+    if (adapter := w.adapter()) is not None:  # the run folder's key holds the adapter's hash
+        from ember.model.registry import sha256_file
+
+        key["adapter"] = sha256_file(adapter / "adapter_model.safetensors")[:12]
+    run_dir = out or default_run_dir(s.data_dir / "evals", cfg, key, seed)
     res = build_resources(w, cfg, data)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())

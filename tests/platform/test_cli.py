@@ -107,3 +107,19 @@ def test_bench_generate_runs_the_default_quantized_engine(tmp_path: Path, smollm
     quiet = run("bench", "generate", "--requests", "2", "--tokens", "4", "--no-peers", cwd=tmp_path, env=env,
                 timeout=400)
     assert quiet.returncode == 0 and "llama.cpp" not in quiet.stdout, quiet.stderr
+
+
+def test_engine_adapter_goes_through_the_cli_and_a_wrong_one_is_a_clean_error(tmp_path: Path) -> None:
+    """`engine.adapter` reaches our engine from the environment: a folder that is no adapter, and an adapter
+    made for another model (qwen2.5-coder-0.5b's on SmolLM2), each end in a clean error, not a traceback."""
+    from ember.model.adapter import shipped_adapter
+
+    data = Path(__file__).resolve().parents[2] / ".ember"
+    if not (data / "models" / "smollm2" / "ember-source.json").is_file():
+        pytest.skip("smollm2 is not pulled (make setup)")
+    args = ("--data-dir", str(data), "generate", "hi", "-n", "2", "--no-stream")
+    out = run(*args, cwd=tmp_path, env={"EMBER_ENGINE__ADAPTER": str(tmp_path)})
+    assert out.returncode != 0 and "not a LoRA adapter folder" in out.stderr and "Traceback" not in out.stderr
+    out = run(*args, cwd=tmp_path, env={"EMBER_ENGINE__ADAPTER": str(shipped_adapter("qwen2.5-coder-0.5b"))})
+    assert out.returncode != 0 and "do not match this model" in out.stderr and "Traceback" not in out.stderr
+    assert run(*args, cwd=tmp_path, env={"EMBER_ENGINE__ADAPTER": "none"}).returncode == 0

@@ -61,6 +61,11 @@ def test_tokenizer_pretrain_sft_end_to_end(tmp_path: Path) -> None:
     out = ok(run("train", "sft", "n1", str(SQUAD / "v2-train-source.json"), "--full", "--name", "n1-qa",
                  "--limit", "6", "--steps", "1", "--batch-size", "2", "--max-len", "128", cwd=tmp_path))
     assert "6 examples" in out and "full" in out
+    # every article, loss on every assistant turn (the worked examples too), half refusals, LoRA
+    out = ok(run("train", "sft", "n1", str(SQUAD / "v2-train-source.json"), "--all-titles", "--all-turns",
+                 "--unanswerable", "0.5", "--name", "n1-qa2", "--limit", "4", "--steps", "1", "--batch-size", "2",
+                 "--max-len", "128", "--rank", "2", cwd=tmp_path))
+    assert "4 examples" in out and "LoRA r=2" in out
 
 
 def test_bad_train_input_is_a_clean_error(tmp_path: Path) -> None:
