@@ -109,6 +109,19 @@ def ember_worker(folder: Path, quant: str) -> dict:
     short = SamplingParams(temperature=0, max_tokens=AGREEMENT_TOKENS, ignore_eos=True)
     res["agreement_tokens"] = [c.token_ids for c in engine.generate(agreement_prompts(folder), short)]
     res["perplexity"] = perplexity(lm.model, lm.tokenizer.encode(FIXED_TEXT.read_text())[:2048])
+    # the bf16 KV cache (engine.kv_cache_dtype): decode speed, greedy agreement with this mode's own cache, and
+    # perplexity of 1,024 tokens fed in 64-token chunks, read back through each cache
+    import torch
+
+    from ember.model.engine.cache_perplexity import cached_perplexity
+
+    kv16 = LLMEngine(lm.model, lm.tokenizer, EngineConfig(kv_cache_bytes=256 << 20, kv_cache_dtype="bfloat16"))
+    kv16.generate([ids], greedy)
+    res["kv16_decode_tok_s"] = max(kv16.generate([ids], greedy)[0].decode_tokens_per_s for _ in range(3))
+    res["kv16_agreement_tokens"] = [c.token_ids for c in kv16.generate(agreement_prompts(folder), short)]
+    text = lm.tokenizer.encode(FIXED_TEXT.read_text())[:1024]
+    res["cached_ppl"] = cached_perplexity(lm.model, text, lm.model.dtype)
+    res["cached_ppl_kv16"] = cached_perplexity(lm.model, text, torch.bfloat16)
     res["peak_rss_mb"] = peak_mb()
     return res
 
@@ -293,6 +306,12 @@ def report(r: dict, bw: float, threads: int) -> None:
              f"vs cold; {q['warm_cached_tokens']} tokens reused"),
             (f"  {label}: load s / warm-up s", q["load_s"], q["warmup_s"], f"peak RSS {q['peak_rss_mb']:.0f} MB"),
         ]
+        if "kv16_decode_tok_s" in q:
+            same16, prefix16 = agreement(q["kv16_agreement_tokens"], q["agreement_tokens"])
+            rows.append((f"  {label}: bf16 KV cache decode, tok/s", q["kv16_decode_tok_s"], q["decode_tok_s"],
+                         f"vs its {q['kv_bytes_per_token'] // 1024} KiB/token cache; greedy = it on {same16}/"
+                         f"{len(AGREEMENT_PROMPTS)} prompts ({100 * prefix16:.0f} % prefix); perplexity through "
+                         f"the cache {100 * (q['cached_ppl_kv16'] / q['cached_ppl'] - 1):+.3f} %"))
     for k in r:
         if k.startswith("ember_") and "error" in r[k]:
             print(f"{k} failed:\n{r[k]['error']}")

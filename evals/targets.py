@@ -218,7 +218,8 @@ class GroundedTarget:
         c = self.config
         return {"kind": "grounded", "model": self.model_id, "backend": self.backend.name, "max_tokens": c.max_tokens,
                 "temperature": c.temperature, "refusal_bias": self._bias(), "seed": self.seed,
-                "prompt": fingerprint(prompts.RAG_SYSTEM, prompts.DEMOS)[:12]}
+                "prompt": fingerprint(prompts.RAG_SYSTEM, prompts.DEMOS)[:12],
+                "demos": prompts.rag_demos(self.adapter)}
 
     def predict(self, task: TaskConfig, examples: Sequence[Example]) -> list[Prediction]:
         from ember.model import prompts
@@ -231,8 +232,9 @@ class GroundedTarget:
             from ember.model.refusal import RefusalBias
 
             params = replace(params, logits_processors=[RefusalBias(caps.tokenizer, bias)])
+        demos = prompts.rag_demos(self.adapter)
         convs = [prompts.rag_messages([prompts.PromptPassage(ex.context or "", str(ex.metadata.get("title", "")))],
-                                      ex.input) for ex in examples]
+                                      ex.input, demos=demos) for ex in examples]
         t0 = time.perf_counter()
         tokenizer = caps.tokenizer
         if tokenizer is not None:  # one batched generate call

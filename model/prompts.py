@@ -35,21 +35,26 @@ RAG_SYSTEM = (
 # tuning split of squad-unanswerable (evals/RESULTS.md) and used as is for the 1.5B; SmolLM2-135M refuses nearly
 # every question with any bias, so it gets none. Other models: none.
 REFUSAL_BIAS: dict[str, float] = {"qwen2.5-coder-0.5b": 1.0, "qwen2.5-coder-1.5b": 1.0}
-# Served with the grounded-QA adapter Ember ships for it (`engine.adapter = "auto"`, ember.model.adapter): the
-# adapter learned to refuse and over-refuses, so the bias points away from refusing; -2.0 had the best squad-closed
-# F1 with at most 10 % false refusals on the tuning split (0.0 and -1.0: 34 % and 12 %; evals/RESULTS.md).
-# Any other adapter: no bias.
-ADAPTER_REFUSAL_BIAS: dict[str, float] = {"qwen2.5-coder-0.5b": -2.0}
 
 
 def refusal_bias(model: str, adapter: Path | None = None) -> float:
-    """The refusal bias of `model` served with `adapter` (a LoRA folder merged at load, or None)."""
+    """The refusal bias of `model` served with `adapter` (a LoRA folder merged at load, or None): an adapter's
+    comes with it (`ember.model.adapter.ServingHints`, tuned for the one Ember ships; none for others)."""
     if adapter is None:
         return REFUSAL_BIAS.get(model, 0.0)
-    from ember.model.adapter import shipped_adapter
+    from ember.model.adapter import serving_hints
 
-    shipped = shipped_adapter(model)
-    return ADAPTER_REFUSAL_BIAS.get(model, 0.0) if shipped is not None and adapter == shipped else 0.0
+    return serving_hints(adapter).refusal_bias
+
+
+def rag_demos(adapter: Path | None = None) -> bool:
+    """Whether the RAG prompt of a model served with `adapter` carries the worked examples: yes without an
+    adapter; an adapter says how it was trained (`ServingHints.rag_demos`)."""
+    if adapter is None:
+        return True
+    from ember.model.adapter import serving_hints
+
+    return serving_hints(adapter).rag_demos
 
 
 _CITE = re.compile(r"\[(\d{1,3})(?:\s*,\s*\d{1,3})*\]")

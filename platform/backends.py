@@ -17,7 +17,8 @@ def engine_config(settings: Settings):  # -> EngineConfig
     e = settings.engine
     return EngineConfig(kv_cache_bytes=e.kv_cache_mb << 20, block_size=e.block_size, max_num_seqs=e.max_num_seqs,
                         max_num_batched_tokens=e.max_num_batched_tokens, max_model_len=e.max_model_len,
-                        enable_prefix_caching=e.prefix_caching, truncate_prompt=e.truncate_prompt)
+                        enable_prefix_caching=e.prefix_caching, truncate_prompt=e.truncate_prompt,
+                        kv_cache_dtype=e.kv_cache_dtype)
 
 
 def make_backend(settings: Settings, model: str | None = None) -> Backend:

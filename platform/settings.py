@@ -37,6 +37,9 @@ class EngineSettings(BaseModel):
     max_model_len: int | None = Field(None, ge=16, description="context length; default: the model's")
     prefix_caching: bool = Field(True, description="reuse KV blocks of shared prompt prefixes")
     truncate_prompt: bool = Field(False, description="keep the end of too-long prompts instead of refusing")
+    kv_cache_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="dtype of the KV cache: auto = the model's; bfloat16 halves an fp32 model's cache "
+                            "(twice the tokens in kv_cache_mb; accuracy in benchmarks/RESULTS.md)")
     quantization: Literal["auto", "none", "int8", "int4"] = Field(
         "auto", description="weight-only quantized compute on the CPU: auto keeps about a GGUF's own bits "
                             "(its 4-bit tensors run as int4, the rest as int8; float checkpoints stay float); "

@@ -163,10 +163,12 @@ class Wiring:
 
         r, window = self.settings.retrieval, self.context_window()
         answer = min(max_tokens or self.settings.server.max_tokens, window // 2)
-        from ember.model.prompts import refusal_bias
+        from ember.model.prompts import rag_demos, refusal_bias
 
+        adapter = self.adapter()  # the prompt and bias follow what the adapter was trained and tuned with
         config = RagConfig(mode=mode or r.mode, k=k or r.rag_k, context_window=window, max_answer_tokens=answer,
-                           min_score=r.min_score, refusal_bias=refusal_bias(self.model_name, self.adapter()))
+                           min_score=r.min_score, demos=rag_demos(adapter),
+                           refusal_bias=refusal_bias(self.model_name, adapter))
         return replace(config, **changes) if changes else config
 
     def rag(self, name: str, *, mode: str | None = None, k: int | None = None, max_tokens: int | None = None,

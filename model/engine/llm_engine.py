@@ -23,6 +23,7 @@ from ember.model.engine.runner import ModelRunner
 from ember.model.engine.sampler import logprobs_of, sample
 from ember.model.engine.scheduler import Scheduler, SchedulerConfig
 from ember.model.engine.sequence import Sequence
+from ember.model.errors import InvalidValueError
 from ember.model.llama import Llama
 from ember.model.outputs import Completion, Timings
 from ember.model.sampling_params import InvalidRequestError, SamplingParams
@@ -38,10 +39,19 @@ class EngineConfig:
     max_model_len: int | None = None  # None = the model's max_position_embeddings (capped at 32k)
     enable_prefix_caching: bool = True
     truncate_prompt: bool = False  # keep the last tokens of a too-long prompt instead of refusing it
+    kv_cache_dtype: str = "auto"  # auto = the model's dtype; bfloat16 / float16 halve an fp32 model's cache
 
     def __post_init__(self) -> None:
         if self.block_size < 1 or self.kv_cache_bytes < 1:
-            raise ValueError("block_size and kv_cache_bytes must be positive")
+            raise InvalidValueError("block_size and kv_cache_bytes must be positive")
+        if self.kv_cache_dtype not in KV_DTYPES:
+            raise InvalidValueError(f"kv_cache_dtype={self.kv_cache_dtype!r}: use one of {', '.join(KV_DTYPES)}")
+
+    def cache_dtype(self, model_dtype: torch.dtype) -> torch.dtype:
+        return model_dtype if self.kv_cache_dtype == "auto" else getattr(torch, self.kv_cache_dtype)
+
+
+KV_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 @dataclass(slots=True)
@@ -58,7 +68,8 @@ class LLMEngine:
         self.model, self.tokenizer = model, tokenizer
         self.config = config = config or EngineConfig()
         mc = model.config
-        per_block = PagedKVCache.bytes_per_token(mc, model.dtype) * config.block_size
+        kv_dtype = config.cache_dtype(model.dtype)
+        per_block = PagedKVCache.bytes_per_token(mc, kv_dtype) * config.block_size
         num_blocks = config.kv_cache_bytes // per_block
         capacity = num_blocks * config.block_size
         # unset: the model's context, capped at 32k and at what the pool holds
@@ -69,7 +80,7 @@ class LLMEngine:
                 f"kv_cache_bytes={config.kv_cache_bytes} holds {capacity} tokens, fewer "
                 f"than max_model_len={self.max_model_len}",
                 hint="Raise the KV-cache budget or lower max_model_len.")
-        self.cache = PagedKVCache(mc, num_blocks, config.block_size, model.dtype, model.device)
+        self.cache = PagedKVCache(mc, num_blocks, config.block_size, kv_dtype, model.device)
         self.blocks = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
         self.scheduler = Scheduler(SchedulerConfig(config.max_num_seqs,
                                                    max(config.max_num_batched_tokens, self.max_model_len),

@@ -31,9 +31,10 @@ TRAIN_TITLES = frozenset({"Normans", "Huguenot", "Steam_engine", "1973_oil_crisi
                           "Packet_switching", "Imperialism", "French_and_Indian_War"})
 
 
-def grounded_messages(passages: Sequence[str], question: str, title: str = "") -> list[Message]:
-    """System + user messages of a grounded question (the prompt, without the answer): the serving prompt."""
-    return prompts.rag_messages([prompts.PromptPassage(p, title) for p in passages], question)
+def grounded_messages(passages: Sequence[str], question: str, title: str = "", demos: bool = True) -> list[Message]:
+    """System + user messages of a grounded question (the prompt, without the answer): the serving prompt,
+    with or without its worked examples (an adapter trained without them is served without them)."""
+    return prompts.rag_messages([prompts.PromptPassage(p, title) for p in passages], question, demos=demos)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +59,10 @@ def read_squad(path: str | Path) -> list[QAItem]:
 
 def grounded_examples(items: Iterable[QAItem], max_distractors: int = 1, unanswerable_share: float = 0.3,
                       exclude_titles: Iterable[str] = (), seed: int = 0,
-                      titles: Iterable[str] | None = None) -> list[list[Message]]:
+                      titles: Iterable[str] | None = None, demos: bool = True) -> list[list[Message]]:
     """SFT conversations. `unanswerable_share` caps the fraction of refusals; `exclude_titles` keeps
-    articles used for evaluation out of training; `titles`, when given, keeps only those articles."""
+    articles used for evaluation out of training; `titles`, when given, keeps only those articles; `demos`
+    keeps the prompt's worked examples (without them an example is half as long, and trains twice as fast)."""
     if not 0 <= unanswerable_share < 1:
         raise ConfigError(f"unanswerable_share={unanswerable_share} must be in [0, 1)")
     rng = random.Random(seed)
@@ -86,7 +88,8 @@ def grounded_examples(items: Iterable[QAItem], max_distractors: int = 1, unanswe
         rng.shuffle(passages)
         answer = prompts.grounded_answer(min(it.answers, key=len) if it.answers else None,
                                          passages.index(it.context) + 1 if it.answers else None)
-        out.append([*grounded_messages(passages, it.question, it.title), {"role": "assistant", "content": answer}])
+        prompt = grounded_messages(passages, it.question, it.title, demos)
+        out.append([*prompt, {"role": "assistant", "content": answer}])
     return out
 
 

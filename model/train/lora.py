@@ -14,11 +14,15 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ember.model.errors import ConfigError, WeightsError
+
+if TYPE_CHECKING:
+    from ember.model.adapter import ServingHints
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 ALL_LINEAR = (*ATTENTION, "gate_proj", "up_proj", "down_proj")
@@ -107,9 +111,9 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
 
 def save_adapter(model: nn.Module, cfg: LoRAConfig, folder: str | Path, base_model: str = "",
-                 dtype: torch.dtype | None = None) -> Path:
+                 dtype: torch.dtype | None = None, serving: ServingHints | None = None) -> Path:
     """PEFT-format adapter folder (only the A and B matrices, in `dtype` if given: bf16 halves a shipped
-    adapter). Atomic: built beside, then renamed."""
+    adapter), with `serving` (how to prompt it) in ember-serving.json. Atomic: built beside, then renamed."""
     from safetensors.torch import save_file
 
     layers = lora_layers(model)
@@ -129,6 +133,8 @@ def save_adapter(model: nn.Module, cfg: LoRAConfig, folder: str | Path, base_mod
               "lora_dropout": 0.0, "bias": "none", "target_modules": sorted(cfg.targets),
               "base_model_name_or_path": base_model, "fan_in_fan_out": False, "inference_mode": True}
     (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    if serving is not None:
+        serving.save(tmp)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)

@@ -157,6 +157,9 @@ def sft(ctx: typer.Context,
         train_titles: Annotated[bool, typer.Option("--train-titles/--all-titles", help="SQuAD data: only the "
                                                    "articles in ember.model.train.grounded.TRAIN_TITLES (the "
                                                    "SQuAD evals score on the others), or every article")] = True,
+        demos: Annotated[bool, typer.Option("--demos/--no-demos", help="SQuAD data: keep the RAG prompt's worked "
+                                            "examples (prompts.DEMOS), or train without them; the adapter "
+                                            "records which, and Ember serves it with the same prompt")] = True,
         adapter_dtype: Annotated[str, typer.Option(help="dtype of the saved adapter: float32 or bfloat16 (half "
                                                        "the size, for shipping)")] = "float32",
         last_turn: Annotated[bool, typer.Option("--last-turn/--all-turns", help="loss on the last assistant turn "
@@ -168,6 +171,7 @@ def sft(ctx: typer.Context,
     """Fine-tune MODEL on chat data, loss on the assistant turns only; export merged model and adapter."""
     import torch
 
+    from ember.model.adapter import ServingHints
     from ember.model.errors import ConfigError
     from ember.model.loader import DTYPES, export_hf, load
     from ember.model.train.config import TrainConfig
@@ -186,7 +190,7 @@ def sft(ctx: typer.Context,
     if data.suffix == ".json":
         conversations = grounded_examples(read_squad(data), max_distractors=distractors, seed=seed,
                                           unanswerable_share=unanswerable,
-                                          titles=TRAIN_TITLES if train_titles else None)
+                                          titles=TRAIN_TITLES if train_titles else None, demos=demos)
     else:
         conversations = read_conversations(data)
     conversations = conversations[:limit]
@@ -209,7 +213,9 @@ def sft(ctx: typer.Context,
         result = train(net, dataset, cfg, run, resume=resume, on_record=on_record)
     net.cpu()
     if lora_cfg is not None:
-        save_adapter(net, lora_cfg, run / "adapter", base_model=path.name, dtype=DTYPES[adapter_dtype])
+        hints = ServingHints(rag_demos=demos) if data.suffix == ".json" else None  # served as it was trained
+        save_adapter(net, lora_cfg, run / "adapter", base_model=path.name, dtype=DTYPES[adapter_dtype],
+                     serving=hints)
         console.print(f"[dim]•[/] adapter → {run / 'adapter'}")
         merge_lora(net)
     export_hf(net, loaded.tokenizer, s.models_dir / name, dtype=loaded.model.dtype)

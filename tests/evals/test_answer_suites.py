@@ -90,6 +90,17 @@ def test_grounded_target_sends_the_rag_prompt_and_scores_refusals(tmp_path: Path
     sent = backend.calls[0]
     passage = prompts.PromptPassage("Lake Ontario drains into the Saint Lawrence.", "Lakes")
     assert sent == prompts.rag_messages([passage], sent[-1]["content"].rsplit("Question: ", 1)[1])
+    # served with an adapter trained without the worked examples: the reader's prompt has none either
+    from ember.model.adapter import ServingHints
+
+    (tmp_path / "lora").mkdir()
+    ServingHints(rag_demos=False).save(tmp_path / "lora")
+    backend = ScriptedBackend([reply])
+    run_suite(suite, Resources(tmp_path, backend=backend, model_id="scripted", adapter=tmp_path / "lora"),
+              tmp_path / "run2")
+    sent = backend.calls[0]
+    assert sent == prompts.rag_messages([passage], sent[-1]["content"].rsplit("Question: ", 1)[1], demos=False)
+    assert [m["role"] for m in sent] == ["system", "user"]
 
 
 def test_hotpot_reader_puts_every_paragraph_in_the_corpus() -> None:

@@ -66,6 +66,14 @@ def test_tokenizer_pretrain_sft_end_to_end(tmp_path: Path) -> None:
                  "--unanswerable", "0.5", "--name", "n1-qa2", "--limit", "4", "--steps", "1", "--batch-size", "2",
                  "--max-len", "128", "--rank", "2", cwd=tmp_path))
     assert "4 examples" in out and "LoRA r=2" in out
+    hints = json.loads((tmp_path / "data" / "runs" / "n1-qa2" / "adapter" / "ember-serving.json").read_text())
+    assert hints == {"rag_demos": True, "refusal_bias": 0.0}  # served with the prompt it was trained on
+    # without the worked examples: the adapter says so, and is served without them
+    ok(run("train", "sft", "n1", str(SQUAD / "v2-train-source.json"), "--no-demos", "--name", "n1-qa3",
+           "--limit", "2", "--steps", "1", "--batch-size", "2", "--max-len", "128", "--rank", "2", cwd=tmp_path))
+    hints = json.loads((tmp_path / "data" / "runs" / "n1-qa3" / "adapter" / "ember-serving.json").read_text())
+    assert hints["rag_demos"] is False
+    assert not (tmp_path / "data" / "runs" / "n1-chat" / "adapter" / "ember-serving.json").exists()  # chat data
 
 
 def test_bad_train_input_is_a_clean_error(tmp_path: Path) -> None:

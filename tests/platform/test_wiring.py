@@ -94,6 +94,17 @@ def test_the_refusal_bias_follows_the_model_and_its_adapter(tmp_path: Path) -> N
     assert w.rag_config().refusal_bias == -2.0
     with pytest.raises(ConfigError, match="adapter"):
         wiring(engine={"adapter": str(tmp_path / "nope")}).adapter()
+    # an adapter trained without the worked examples is served without them, with its own bias
+    from ember.model.adapter import ServingHints, serving_hints
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "adapter_config.json").write_text("{}")
+    ServingHints(rag_demos=False, refusal_bias=0.5).save(mine)
+    config = wiring(engine={"adapter": str(mine)}).rag_config()
+    assert (config.demos, config.refusal_bias) == (False, 0.5)
+    assert wiring(engine={"adapter": "none"}).rag_config().demos is True
+    assert wiring().rag_config().demos is serving_hints(shipped).rag_demos
 
 
 def test_the_server_embeds_on_the_configured_device(tmp_path: Path) -> None:
@@ -113,3 +124,19 @@ def test_mcp_server_configs_are_the_settings_entries(tmp_path: Path) -> None:
                                       McpServerConfig("remote", url="http://127.0.0.1:1/mcp", bearer_token="t")]
     with pytest.raises(ConfigError, match="no MCP server named 'git'"):
         w.mcp_configs(["git"])
+
+
+def test_engine_kv_cache_dtype_reaches_the_served_engine(tmp_path: Path, smollm2_folder: Path) -> None:
+    """engine.kv_cache_dtype = "bfloat16" (as EMBER_ENGINE__KV_CACHE_DTYPE sets it): the engine `ember serve`
+    builds stores its KV pool in bf16 and answers through it."""
+    import torch
+
+    from ember.model.sampling_params import SamplingParams
+
+    s = Settings(data_dir=tmp_path, model=str(smollm2_folder), engine={"kv_cache_dtype": "bfloat16",
+                                                                        "kv_cache_mb": 64})
+    with Wiring(s) as w:
+        backend = w.backend()
+        assert backend.engine.cache.k.dtype == torch.bfloat16  # type: ignore[attr-defined]
+        reply = backend.chat([{"role": "user", "content": "Say hi."}], SamplingParams(max_tokens=4, temperature=0))
+        assert reply.completion_tokens == 4

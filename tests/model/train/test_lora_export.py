@@ -179,6 +179,26 @@ def test_engine_adapter_setting_resolves(tmp_path: Path) -> None:
     from ember.model.prompts import refusal_bias  # calibrated per (model, adapter)
 
     assert refusal_bias("qwen2.5-coder-0.5b") == 1.0 and refusal_bias("qwen2.5-coder-0.5b", shipped) == -2.0
-    assert refusal_bias("qwen2.5-coder-0.5b", tmp_path) == 0.0 and refusal_bias("smollm2", shipped) == 0.0
+    assert refusal_bias("qwen2.5-coder-0.5b", tmp_path) == 0.0  # an adapter without ember-serving.json: none
     with pytest.raises(ConfigError, match="adapter"):
         resolve_adapter(str(tmp_path), "qwen2.5-coder-0.5b")
+
+
+def test_an_adapter_says_how_it_is_served(tmp_path: Path) -> None:
+    """ember-serving.json: the RAG prompt's worked examples and the refusal bias follow the adapter; without the
+    file, the base prompt and no bias; a broken file is a clear ConfigError naming it."""
+    from ember.model.adapter import SERVING_FILE, ServingHints, serving_hints
+    from ember.model.errors import ConfigError
+    from ember.model.prompts import rag_demos, refusal_bias
+
+    assert serving_hints(None) == ServingHints() and rag_demos(None) and rag_demos(tmp_path)
+    (tmp_path / "trained").mkdir()
+    ServingHints(rag_demos=False, refusal_bias=-1.5).save(tmp_path / "trained")
+    assert not rag_demos(tmp_path / "trained") and refusal_bias("any", tmp_path / "trained") == -1.5
+    for n, bad in enumerate(('{"rag_demos": "no"}', '{"refusal_bias": 1e9}', '{"demos": false}', "[1]", "{oops")):
+        folder = tmp_path / f"bad{n}"
+        folder.mkdir()
+        (folder / SERVING_FILE).write_text(bad)
+        with pytest.raises(ConfigError, match=SERVING_FILE if n > 1 else "rag_demos|refusal_bias") as e:
+            serving_hints(folder)
+        assert str(folder) in e.value.message and e.value.hint
