@@ -83,7 +83,7 @@ def test_the_refusal_bias_follows_the_model_and_its_adapter(tmp_path: Path) -> N
 
     shipped = shipped_adapter("qwen2.5-coder-0.5b")
     w = wiring()
-    assert w.adapter() == shipped is not None and w.rag_config().refusal_bias == -4.0
+    assert w.adapter() == shipped is not None and w.rag_config().refusal_bias == -5.0
     w = wiring(engine={"adapter": "none"})
     assert w.adapter() is None and w.rag_config().refusal_bias == 1.0
     assert wiring(backend="openai").adapter() is None
@@ -91,7 +91,7 @@ def test_the_refusal_bias_follows_the_model_and_its_adapter(tmp_path: Path) -> N
     w = Wiring(Settings(data_dir=tmp_path, model="qwen2.5-coder-0.5b"), backend=injected)
     assert w.adapter() is None and w.rag_config().refusal_bias == 1.0
     injected.capabilities = Capabilities(context_length=4096, adapter=shipped)
-    assert w.rag_config().refusal_bias == -4.0
+    assert w.rag_config().refusal_bias == -5.0
     with pytest.raises(ConfigError, match="adapter"):
         wiring(engine={"adapter": str(tmp_path / "nope")}).adapter()
     # an adapter trained without the worked examples is served without them, with its own bias

@@ -178,7 +178,7 @@ def test_engine_adapter_setting_resolves(tmp_path: Path) -> None:
     assert resolve_adapter(str(shipped), "anything") == shipped
     from ember.model.prompts import refusal_bias  # calibrated per (model, adapter)
 
-    assert refusal_bias("qwen2.5-coder-0.5b") == 1.0 and refusal_bias("qwen2.5-coder-0.5b", shipped) == -4.0
+    assert refusal_bias("qwen2.5-coder-0.5b") == 1.0 and refusal_bias("qwen2.5-coder-0.5b", shipped) == -5.0
     assert refusal_bias("qwen2.5-coder-0.5b", tmp_path) == 0.0  # an adapter without ember-serving.json: none
     with pytest.raises(ConfigError, match="adapter"):
         resolve_adapter(str(tmp_path), "qwen2.5-coder-0.5b")
