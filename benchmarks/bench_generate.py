@@ -71,6 +71,9 @@ def agreement_prompts(folder: Path) -> list[list[int]]:
 
 # ---- workers (each in its own process) --------------------------------------------------------------------
 def ember_worker(folder: Path, quant: str) -> dict:
+    import torch
+
+    from ember.model.engine.cache_perplexity import cached_perplexity
     from ember.model.engine.llm_engine import EngineConfig, LLMEngine
     from ember.model.engine.paged_cache import PagedKVCache
     from ember.model.loader import load_for_inference
@@ -111,10 +114,6 @@ def ember_worker(folder: Path, quant: str) -> dict:
     res["perplexity"] = perplexity(lm.model, lm.tokenizer.encode(FIXED_TEXT.read_text())[:2048])
     # the bf16 KV cache (engine.kv_cache_dtype): decode speed, greedy agreement with this mode's own cache, and
     # perplexity of 1,024 tokens fed in 64-token chunks, read back through each cache
-    import torch
-
-    from ember.model.engine.cache_perplexity import cached_perplexity
-
     kv16 = LLMEngine(lm.model, lm.tokenizer, EngineConfig(kv_cache_bytes=256 << 20, kv_cache_dtype="bfloat16"))
     kv16.generate([ids], greedy)
     res["kv16_decode_tok_s"] = max(kv16.generate([ids], greedy)[0].decode_tokens_per_s for _ in range(3))

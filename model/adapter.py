@@ -8,8 +8,8 @@ quantization, so serving pays nothing per token.
 
 An adapter folder may also hold `ember-serving.json` (`ServingHints`): how to prompt the model it was trained
 for, namely whether its RAG prompt carries the worked examples (an adapter trained without them is served
-without them) and the refusal bias tuned for it on the evals' tuning split. `ember train sft` writes it;
-a folder without it is served with the base model's prompt and no bias.
+without them) and the refusal bias tuned for it on the evals' tuning split. `ember train sft` writes it for
+an adapter trained on SQuAD data; a folder without it is served with the base model's prompt and no bias.
 """
 
 from __future__ import annotations

@@ -50,8 +50,6 @@ def refusal_bias(model: str, adapter: Path | None = None) -> float:
 def rag_demos(adapter: Path | None = None) -> bool:
     """Whether the RAG prompt of a model served with `adapter` carries the worked examples: yes without an
     adapter; an adapter says how it was trained (`ServingHints.rag_demos`)."""
-    if adapter is None:
-        return True
     from ember.model.adapter import serving_hints
 
     return serving_hints(adapter).rag_demos

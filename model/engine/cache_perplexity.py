@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ember.model.engine.paged_cache import PagedKVCache, StepLayout
+from ember.model.errors import InvalidValueError
 from ember.model.llama import Llama
 
 
@@ -20,7 +21,7 @@ def cached_perplexity(model: Llama, ids: list[int], kv_dtype: torch.dtype, chunk
                       block_size: int = 16) -> float:
     """Perplexity of `ids` fed `chunk` tokens at a time through a cache stored in `kv_dtype`."""
     if len(ids) < 2 or chunk < 1:
-        raise ValueError("need at least 2 tokens and a positive chunk")
+        raise InvalidValueError("need at least 2 tokens and a positive chunk")
     dev = model.device
     num_blocks = -(-len(ids) // block_size)
     cache = PagedKVCache(model.config, num_blocks, block_size, kv_dtype, dev)
