@@ -137,6 +137,6 @@ def test_engine_kv_cache_dtype_reaches_the_served_engine(tmp_path: Path, smollm2
                                                                         "kv_cache_mb": 64})
     with Wiring(s) as w:
         backend = w.backend()
-        assert backend.engine.cache.k.dtype == torch.bfloat16  # type: ignore[attr-defined]
+        assert backend.engine.cache.k.dtype == torch.bfloat16
         reply = backend.chat([{"role": "user", "content": "Say hi."}], SamplingParams(max_tokens=4, temperature=0))
         assert reply.completion_tokens == 4
